@@ -1,0 +1,320 @@
+"""The engine: one forward pass, one ``torch.autograd.grad``, every method for every layer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from camlens._errors import ArgumentTypeError, InputError
+from camlens._explanation import Explanation
+from camlens._inputs import Batch, Preprocessing, as_sequence, prepare_batch
+from camlens._layers import auto_layer, resolve_layer
+from camlens._models import LoadedModel, _device
+from camlens._registry import LayerTensors, Method, get_method
+from camlens._targets import Targets, resolve_targets
+
+TargetSpec = int | str | Sequence[int] | Sequence[str] | Callable[[object], torch.Tensor] | None
+
+
+def logits_of(output: object) -> torch.Tensor:
+    """The class scores in a model's output: a tensor, a tuple's first item, or ``logits``.
+
+    Raises:
+        TypeError: When the output holds no tensor of scores.
+    """
+    if isinstance(output, torch.Tensor):
+        return output
+    logits = getattr(output, "logits", None)  # Hugging Face ModelOutput and similar objects
+    if isinstance(logits, torch.Tensor):
+        return logits
+    if isinstance(output, dict):
+        if isinstance(output.get("logits"), torch.Tensor):
+            return output["logits"]
+        tensors = [value for value in output.values() if isinstance(value, torch.Tensor)]
+        if len(tensors) == 1:
+            return tensors[0]
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    raise ArgumentTypeError(
+        f"the model returned a {type(output).__name__} with no class scores camlens can find; "
+        "return a tensor, a tuple whose first item is the logits, or a dict with 'logits', or "
+        "pass `target=` a callable that takes the output and returns one score per image"
+    )
+
+
+@contextmanager
+def evaluation_mode(model: nn.Module) -> Iterator[None]:
+    """Put every submodule in eval mode for the call and restore each flag afterwards."""
+    flags = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in flags:
+            module.training = training
+
+
+@contextmanager
+def capturing(model: nn.Module, names: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
+    """Hook the named modules; yield a dict filled with each one's output at its last call.
+
+    The hook hands the rest of the network a copy of the output, so that a later in-place
+    operation (``ReLU(inplace=True)`` after the layer) cannot change the captured tensor.
+    When the output does not require gradients (a frozen model), the captured tensor is made a
+    leaf that does, so the gradient can still be taken with respect to it.
+    """
+    modules = dict(model.named_modules())
+    captured: dict[str, torch.Tensor] = {}
+    handles = []
+
+    def make_hook(name: str) -> Callable[[nn.Module, object, object], object]:
+        def hook(_module: nn.Module, _args: object, output: object) -> object:
+            if not isinstance(output, torch.Tensor):
+                raise InputError(
+                    f"layer {name!r} returned a {type(output).__name__}, not a tensor; "
+                    "pick a layer whose output is an (N, C, h, w) tensor "
+                    "(see camlens.list_layers(model))"
+                )
+            if torch.is_grad_enabled() and not output.requires_grad:
+                output = output.detach().requires_grad_(True)
+            captured[name] = output
+            return output.clone() if torch.is_grad_enabled() else output
+
+        return hook
+
+    try:
+        for name in names:
+            handles.append(modules[name].register_forward_hook(make_hook(name)))
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _model_float_dtype(model: nn.Module) -> torch.dtype:
+    for tensor in model.parameters():
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return torch.float32
+
+
+def _upsample_and_normalise(raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear upsampling to ``size``, then min-max per map; a constant map becomes zeros."""
+    maps = F.interpolate(raw.unsqueeze(1), size=size, mode="bilinear", align_corners=False)
+    maps = maps.squeeze(1)
+    low = maps.amin(dim=(1, 2), keepdim=True)
+    high = maps.amax(dim=(1, 2), keepdim=True)
+    span = high - low
+    return torch.where(span > 0, (maps - low) / torch.where(span > 0, span, 1), 0.0)
+
+
+def _gradients(
+    scores: torch.Tensor, activations: list[torch.Tensor], names: list[str]
+) -> list[torch.Tensor]:
+    """d(score)/d(activation) for every layer at once, (B*K, C, h, w) each, rows ordered (b, k).
+
+    Images are independent in eval mode, so summing over the batch gives each image its own
+    gradient; the K explained classes are one batched backward (``is_grads_batched``).
+    """
+    batch, k = scores.shape
+    if not scores.requires_grad:
+        raise InputError(
+            "the explained score does not depend on the chosen layers; pick layers that the "
+            "model's output is computed from"
+        )
+    if k == 1:
+        grads = torch.autograd.grad(scores.sum(), activations, allow_unused=True)
+    else:
+        basis = torch.eye(k, dtype=scores.dtype, device=scores.device)
+        grad_outputs = basis[:, None, :].expand(k, batch, k)
+        try:
+            grads = torch.autograd.grad(
+                scores, activations, grad_outputs=grad_outputs, is_grads_batched=True,
+                allow_unused=True,
+            )
+        except RuntimeError:  # an operator without a batching rule: fall back to a loop
+            per_class = [
+                torch.autograd.grad(
+                    scores[:, i].sum(), activations, retain_graph=i < k - 1, allow_unused=True
+                )
+                for i in range(k)
+            ]
+            grads = tuple(
+                None if per_class[0][j] is None else torch.stack([g[j] for g in per_class])
+                for j in range(len(activations))
+            )
+    result = []
+    for name, grad in zip(names, grads, strict=True):
+        if grad is None:
+            raise InputError(
+                f"layer {name!r} does not influence the explained score; pick a layer on the path "
+                "from the input to the output"
+            )
+        if k > 1:  # (K, B, ...) -> (B*K, ...)
+            grad = grad.transpose(0, 1).reshape(batch * k, *grad.shape[2:])
+        result.append(grad)
+    return result
+
+
+def _check_spatial(name: str, activation: torch.Tensor | None, batch: int) -> torch.Tensor:
+    if activation is None:
+        raise InputError(
+            f"layer {name!r} did not run during the forward pass; pick a layer the model uses "
+            "(see camlens.list_layers(model))"
+        )
+    if activation.dim() != 4 or activation.shape[0] != batch:
+        raise InputError(
+            f"layer {name!r} output has shape {tuple(activation.shape)}, not (N, C, h, w); "
+            "pick a convolutional layer (see camlens.list_layers(model))"
+        )
+    return activation
+
+
+def explain(
+    model: nn.Module | LoadedModel,
+    inputs: object,
+    methods: str | Sequence[str] = ("gradcam",),
+    layers: str | nn.Module | Sequence[str | nn.Module] = ("auto",),
+    target: TargetSpec = None,
+    top_k: int | None = None,
+    device: str | torch.device | None = None,
+) -> Explanation:
+    """Explain a classifier's decision with CAM heatmaps, from one forward and one backward pass.
+
+    Args:
+        model: A classifier, or a :class:`LoadedModel` from :func:`load_model` (which brings its
+            preprocessing and class names).
+        inputs: A normalised (B, C, H, W) tensor, or a path, PIL image or numpy array, or a list
+            of them (preprocessed with the model's transforms, else ImageNet's at 224).
+        methods: Names from :func:`list_methods`.
+        layers: ``"auto"``, dotted names (``"layer4"``), pytorch-gradcam names (``"features_11"``)
+            or submodules.
+        target: ``None`` for each image's top class; a class index; one index per image; a class
+            name; or a callable taking the model output and returning one score per image.
+        top_k: Explain each image's ``top_k`` best classes (overrides ``target``).
+        device: Where to run; by default the model's device. The model is never moved.
+
+    Returns:
+        The :class:`Explanation`.
+
+    Raises:
+        ValueError: For a bad value (unknown layer, method or class, unreadable image).
+        TypeError: For an argument of the wrong type.
+    """
+    loaded = model if isinstance(model, LoadedModel) else None
+    network = loaded.model if loaded is not None else model
+    if not isinstance(network, nn.Module):
+        raise ArgumentTypeError(
+            f"`model` must be a torch.nn.Module or camlens.LoadedModel, got {type(model).__name__}"
+        )
+    preprocessing = loaded.preprocessing if loaded is not None else Preprocessing()
+    categories = loaded.categories if loaded is not None else None
+    chosen_methods = _methods(methods)
+    layer_specs = list(as_sequence(layers))
+    if not layer_specs:
+        raise InputError("`layers` is empty; pass 'auto' or at least one layer name")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise InputError(f"`top_k` must be a positive integer, got {top_k!r}")
+
+    model_device = _model_device(network)
+    run_device = model_device if device is None else _device(device)
+    if run_device.type != model_device.type:
+        raise InputError(
+            f"`device` is {run_device} but the model is on {model_device}; move the model with "
+            f"model.to('{run_device}') or leave `device` unset"
+        )
+    batch = prepare_batch(inputs, preprocessing)
+    x = batch.tensor.to(model_device, dtype=_model_float_dtype(network))
+    return _run(network, x, batch, chosen_methods, layer_specs, target, top_k, categories,
+                loaded.name if loaded is not None else type(network).__name__)
+
+
+def _methods(methods: str | Sequence[str]) -> list[Method]:
+    names = [methods] if isinstance(methods, str) else list(methods)
+    if not names:
+        raise InputError("`methods` is empty; pass at least one name from camlens.list_methods()")
+    chosen: dict[str, Method] = {}
+    for name in names:
+        method = get_method(name)
+        chosen.setdefault(method.name, method)
+    return list(chosen.values())
+
+
+def _run(
+    network: nn.Module,
+    x: torch.Tensor,
+    batch: Batch,
+    methods: list[Method],
+    layer_specs: list[str | nn.Module],
+    target: TargetSpec,
+    top_k: int | None,
+    categories: list[str] | None,
+    model_name: str,
+) -> Explanation:
+    size = (int(x.shape[-2]), int(x.shape[-1]))
+    with evaluation_mode(network):
+        names = [
+            auto_layer(network, x) if isinstance(spec, str) and spec == "auto"
+            else resolve_layer(network, spec)
+            for spec in layer_specs
+        ]
+        unique = list(dict.fromkeys(names))
+        with capturing(network, unique) as captured, torch.enable_grad():
+            output = network(x)
+        logits = logits_of(output)
+        activations = [_check_spatial(n, captured.get(n), x.shape[0]) for n in unique]
+        targets: Targets = resolve_targets(target, top_k, logits, output, categories)
+        needs_gradients = any(method.needs_gradients for method in methods)
+        gradients = (
+            _gradients(targets.scores, activations, unique) if needs_gradients else [None] * len(unique)
+        )
+        del output
+    k = targets.scores.shape[1]
+    raw: dict[tuple[str, str], torch.Tensor] = {}
+    maps: dict[tuple[str, str], torch.Tensor] = {}
+    for name, activation, gradient in zip(unique, activations, gradients, strict=True):
+        a = activation.detach().float()
+        g = gradient.detach().float() if gradient is not None else None
+        a_rows = a.repeat_interleave(k, dim=0) if k > 1 else a
+        for method in methods:
+            if method.needs_gradients:
+                layer_raw = method.function(LayerTensors(a_rows, g))
+            else:
+                layer_raw = method.function(LayerTensors(a, None))
+                layer_raw = layer_raw.repeat_interleave(k, dim=0) if k > 1 else layer_raw
+            if not torch.isfinite(layer_raw).all():
+                raise InputError(
+                    f"{method.name} at layer {name!r} is not finite: the model produced NaN or Inf "
+                    "activations or gradients; check the input and the model's weights"
+                )
+            normalised = _upsample_and_normalise(layer_raw, size)
+            shape = (x.shape[0], k) if top_k is not None else (x.shape[0],)
+            raw[(name, method.name)] = layer_raw.reshape(*shape, *layer_raw.shape[1:]).cpu()
+            maps[(name, method.name)] = normalised.reshape(*shape, *size).cpu()
+    detached_logits = logits.detach().float().cpu()
+    return Explanation(
+        maps=maps,
+        raw=raw,
+        logits=detached_logits,
+        probs=torch.softmax(detached_logits, dim=1),
+        targets=targets.indices,
+        labels=targets.labels,
+        categories=categories,
+        layers=unique,
+        methods=[method.name for method in methods],
+        images=batch.images,
+        names=batch.names,
+        model_name=model_name,
+    )

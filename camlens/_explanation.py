@@ -1,0 +1,131 @@
+"""The result of :func:`camlens.explain`."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from camlens._errors import InputError
+
+
+@dataclass
+class Explanation:
+    """Heatmaps for every (layer, method) asked, with the prediction they explain.
+
+    Attributes:
+        maps: ``(layer, method) -> (B, H, W)`` maps at the input resolution, min-max normalised per
+            image to [0, 1] (a constant map is all zeros); ``(B, K, H, W)`` when ``top_k=K``.
+        raw: The same keys, ``(B, h, w)`` (or ``(B, K, h, w)``) at the layer's resolution, before
+            upsampling and normalisation.
+        logits: ``(B, classes)`` model scores.
+        probs: ``(B, classes)`` softmax of the logits.
+        targets: ``(B, K)`` class index explained per image and rank; ``None`` for a custom score.
+        labels: Class names of ``targets``, when the model's categories are known.
+        categories: All class names of the model, when known.
+        layers: Resolved dotted layer names, in the order asked ("auto" replaced by its choice).
+        methods: Method names, in the order asked.
+        images: ``(B, 3, H, W)`` pictures in [0, 1] the maps lie over (the preprocessed input).
+        names: One name per image (its file name stem, or "image i").
+        model_name: The model's name, for titles.
+    """
+
+    maps: dict[tuple[str, str], torch.Tensor]
+    raw: dict[tuple[str, str], torch.Tensor]
+    logits: torch.Tensor
+    probs: torch.Tensor
+    targets: torch.Tensor | None
+    labels: list[list[str]] | None
+    categories: list[str] | None
+    layers: list[str]
+    methods: list[str]
+    images: torch.Tensor
+    names: list[str]
+    model_name: str | None = None
+
+    def _key(self, key: str | tuple[str, str]) -> tuple[str, str]:
+        if isinstance(key, tuple):
+            if key in self.maps:
+                return key
+            raise KeyError(
+                f"{key!r} was not computed; available: {', '.join(map(repr, self.maps))}"
+            )
+        if len(self.layers) != 1:
+            raise KeyError(
+                f"several layers were explained ({', '.join(self.layers)}); index with "
+                f"(layer, method), e.g. exp[({self.layers[0]!r}, {key!r})]"
+            )
+        if (self.layers[0], key) not in self.maps:
+            raise KeyError(f"method {key!r} was not computed; available: {', '.join(self.methods)}")
+        return (self.layers[0], key)
+
+    def __getitem__(self, key: str | tuple[str, str]) -> torch.Tensor:
+        """The normalised maps for ``"method"`` (one layer asked) or ``(layer, method)``."""
+        return self.maps[self._key(key)]
+
+    def overlay(
+        self,
+        method: str | None = None,
+        layer: str | None = None,
+        index: int = 0,
+        rank: int = 0,
+        colormap: str = "jet",
+        alpha: float = 0.5,
+    ) -> Image.Image:
+        """The heatmap of image ``index`` blended over it, as a PIL image.
+
+        Args:
+            method: Defaults to the first method asked.
+            layer: Defaults to the first layer asked.
+            index: Which image of the batch.
+            rank: Which explained class, with ``top_k``.
+            colormap: Any matplotlib colormap name.
+            alpha: Weight of the heatmap colour, 0 to 1.
+        """
+        from camlens._visualize import overlay
+
+        key = (layer or self.layers[0], method or self.methods[0])
+        maps = self.maps[self._key(key)]
+        if not 0 <= index < maps.shape[0]:
+            raise InputError(f"`index` {index} out of range for a batch of {maps.shape[0]}")
+        heatmap = maps[index]
+        if heatmap.dim() == 3:
+            heatmap = heatmap[rank]
+        return overlay(self.images[index], heatmap, colormap=colormap, alpha=alpha)
+
+    def figure(self, index: int | None = None, colormap: str = "jet", alpha: float = 0.5) -> object:
+        """A labelled matplotlib figure: original, heatmaps and overlays per layer and class."""
+        from camlens._visualize import explanation_figure
+
+        return explanation_figure(self, index=index, colormap=colormap, alpha=alpha)
+
+    def save(
+        self,
+        path: str | os.PathLike[str],
+        index: int | None = None,
+        colormap: str = "jet",
+        alpha: float = 0.5,
+    ) -> Path:
+        """Write the labelled figure of :meth:`figure` as a PNG file and return its path."""
+        from camlens._visualize import figure_to_png_bytes
+
+        target = Path(path)
+        png = figure_to_png_bytes(self.figure(index=index, colormap=colormap, alpha=alpha))
+        target.write_bytes(png)
+        return target
+
+    def _repr_png_(self) -> bytes:
+        from camlens._visualize import figure_to_png_bytes
+
+        return figure_to_png_bytes(self.figure())
+
+    def __repr__(self) -> str:
+        """A one-line summary instead of the tensors."""
+        batch = self.logits.shape[0]
+        return (
+            f"Explanation(model={self.model_name!r}, images={batch}, layers={self.layers}, "
+            f"methods={self.methods})"
+        )

@@ -1,0 +1,220 @@
+"""Turning what users pass (paths, PIL images, arrays, tensors) into a normalised batch."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as TF
+
+from camlens._errors import ArgumentTypeError, InputError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a model wants its images: resize the short side, centre-crop, normalise.
+
+    Attributes:
+        resize_size: Length the shorter side is resized to.
+        crop_size: Side of the square centre crop.
+        mean: Per-channel mean subtracted after scaling to [0, 1].
+        std: Per-channel standard deviation divided by.
+        interpolation: Resampling used by the resize.
+    """
+
+    resize_size: int = 256
+    crop_size: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: InterpolationMode = field(default=InterpolationMode.BILINEAR)
+
+    def pixels(self, image: Image.Image) -> torch.Tensor:
+        """Resize and crop an RGB image; return (3, crop, crop) floats in [0, 1]."""
+        image = TF.resize(image, [self.resize_size], interpolation=self.interpolation)
+        image = TF.center_crop(image, [self.crop_size])
+        return TF.to_tensor(image)
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Apply the mean and standard deviation to (..., 3, H, W) pixels in [0, 1]."""
+        mean = torch.tensor(self.mean, dtype=pixels.dtype, device=pixels.device)[:, None, None]
+        std = torch.tensor(self.std, dtype=pixels.dtype, device=pixels.device)[:, None, None]
+        return (pixels - mean) / std
+
+    def denormalize(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Undo :meth:`normalize` and clip to [0, 1], for drawing."""
+        mean = torch.tensor(self.mean, dtype=tensor.dtype, device=tensor.device)[:, None, None]
+        std = torch.tensor(self.std, dtype=tensor.dtype, device=tensor.device)[:, None, None]
+        return (tensor * std + mean).clamp(0, 1)
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        """Preprocess one RGB PIL image into a normalised (3, crop, crop) tensor."""
+        return self.normalize(self.pixels(image))
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A prepared batch.
+
+    Attributes:
+        tensor: Normalised model input (B, C, H, W).
+        images: The same pictures as (B, 3, H, W) floats in [0, 1], for drawing.
+        names: A name per image (file stem, or "image 0", ...).
+    """
+
+    tensor: torch.Tensor
+    images: torch.Tensor
+    names: list[str]
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any PIL image (grayscale, 16-bit, palette, RGBA, CMYK) to 8-bit RGB.
+
+    Transparent pixels are composited on white, and 16-bit or 32-bit integer images are scaled
+    by their bit depth rather than clipped.
+    """
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        scaled = np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(scaled, mode="L").convert("RGB")
+    if image.mode == "F":
+        array = np.asarray(image, dtype=np.float64)
+        peak = 1.0 if array.max() <= 1.0 else 255.0
+        scaled = np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(scaled, mode="L").convert("RGB")
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def load_image(path: str | os.PathLike[str]) -> Image.Image:
+    """Open an image file and return it as RGB.
+
+    Raises:
+        ValueError: If the file is missing or is not an image PIL can decode.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"image file {str(path)!r} not found; check the path")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return to_rgb(image)
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise InputError(
+            f"cannot read image {str(path)!r} ({error}); pass a PNG, JPEG or other image file"
+        ) from None
+
+
+def array_to_image(array: np.ndarray) -> Image.Image:
+    """Convert an (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) array to an RGB PIL image.
+
+    uint8 arrays are taken as 0-255, uint16 as 0-65535, floats as 0-1.
+    """
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise InputError(
+            f"image array has shape {array.shape}; pass (H, W), (H, W, 3) or (H, W, 4) "
+            "(move the channel axis last with np.moveaxis(array, 0, -1))"
+        )
+    if array.dtype == np.uint8:
+        data = array
+    elif array.dtype == np.uint16:
+        data = (array.astype(np.float64) / 65535.0 * 255.0 + 0.5).astype(np.uint8)
+    elif np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise InputError("image array contains NaN or Inf; clean it before explaining")
+        data = (np.clip(array, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    else:
+        raise InputError(
+            f"image array has dtype {array.dtype}; pass uint8 (0-255), uint16 or float (0-1)"
+        )
+    return to_rgb(Image.fromarray(data))
+
+
+def _one_image(item: object, position: int) -> tuple[Image.Image, str]:
+    if isinstance(item, (str, os.PathLike)):
+        return load_image(item), Path(item).stem
+    if isinstance(item, Image.Image):
+        return to_rgb(item), f"image {position}"
+    if isinstance(item, np.ndarray):
+        return array_to_image(item), f"image {position}"
+    raise ArgumentTypeError(
+        f"`inputs` item {position} is a {type(item).__name__}; pass a file path, a PIL image, "
+        "a numpy array, or one normalised (B, 3, H, W) tensor"
+    )
+
+
+def prepare_batch(inputs: object, preprocessing: Preprocessing) -> Batch:
+    """Build the model input and the drawable pictures from any supported ``inputs``.
+
+    Args:
+        inputs: A normalised (B, C, H, W) or (C, H, W) float tensor; or a path, PIL image or numpy
+            array, or a list or tuple of them.
+        preprocessing: Used for images, and to un-normalise tensors for drawing.
+
+    Raises:
+        TypeError: For an unsupported type.
+        ValueError: For unreadable files, wrong shapes, or non-finite values.
+    """
+    if isinstance(inputs, torch.Tensor):
+        tensor = inputs.unsqueeze(0) if inputs.dim() == 3 else inputs
+        if tensor.dim() != 4:
+            raise InputError(
+                f"`inputs` tensor has shape {tuple(inputs.shape)}; pass (B, C, H, W) or (C, H, W)"
+            )
+        if not tensor.is_floating_point():
+            raise ArgumentTypeError(
+                f"`inputs` tensor has dtype {tensor.dtype}; pass a normalised float tensor, or "
+                "the image itself (PIL image, numpy array or path) to let camlens preprocess it"
+            )
+        if tensor.shape[0] == 0:
+            raise InputError("`inputs` is an empty batch; pass at least one image")
+        if not torch.isfinite(tensor).all():
+            raise InputError("`inputs` contains NaN or Inf; clean the tensor before explaining")
+        detached = tensor.detach()
+        if detached.shape[1] == 3:
+            images = preprocessing.denormalize(detached.float().cpu())
+        else:
+            images = _grey_for_drawing(detached.float().cpu())
+        return Batch(tensor.detach(), images, [f"image {i}" for i in range(tensor.shape[0])])
+    items = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+    if not items:
+        raise InputError("`inputs` is an empty list; pass at least one image")
+    pictures, names = [], []
+    for position, item in enumerate(items):
+        image, name = _one_image(item, position)
+        pictures.append(preprocessing.pixels(image))
+        names.append(name)
+    images = torch.stack(pictures)
+    return Batch(preprocessing.normalize(images), images, names)
+
+
+def _grey_for_drawing(tensor: torch.Tensor) -> torch.Tensor:
+    """A drawable (B, 3, H, W) picture for inputs that do not have 3 channels."""
+    mean = tensor.mean(dim=1, keepdim=True)
+    low = mean.amin(dim=(2, 3), keepdim=True)
+    high = mean.amax(dim=(2, 3), keepdim=True)
+    scaled = (mean - low) / torch.where(high > low, high - low, torch.ones_like(high))
+    return scaled.expand(-1, 3, -1, -1).contiguous()
+
+
+def as_sequence(value: object) -> Sequence[object]:
+    """Wrap a single str or module in a tuple; pass sequences through."""
+    if isinstance(value, (str, torch.nn.Module)) or not isinstance(value, (list, tuple)):
+        return (value,)
+    return value

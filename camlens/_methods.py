@@ -1,0 +1,163 @@
+"""The gradient-based and activation-based CAM methods, each a pure function of captured tensors.
+
+Every function takes the :class:`~camlens._registry.LayerTensors` of one layer, with activations
+``A`` and gradients ``G`` of shape (N, C, h, w), and returns a raw map of shape (N, h, w), after the
+final ReLU and before upsampling and normalisation (the engine does both).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from camlens._registry import LayerTensors, register_method
+
+# Added to denominators that are zero only when the map is zero anyway.
+_EPS = 1e-7
+
+
+def _gradients(tensors: LayerTensors) -> torch.Tensor:
+    if tensors.gradients is None:  # pragma: no cover - the engine always passes them
+        raise RuntimeError("this method needs gradients; the engine did not capture any")
+    return tensors.gradients
+
+
+def _weighted_sum(weights: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
+    """ReLU(sum_k w_k A_k) for channel weights (N, C)."""
+    return torch.relu(torch.einsum("nc,nchw->nhw", weights, activations))
+
+
+@register_method("gradcam")
+def gradcam(tensors: LayerTensors) -> torch.Tensor:
+    """Grad-CAM: channel weights are the spatially averaged gradients.
+
+    Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via Gradient-based
+    Localization", ICCV 2017, https://arxiv.org/abs/1610.02391.
+    ``L = ReLU(sum_k w_k A_k)`` with ``w_k = mean_ij dy/dA_k,ij``.
+    """
+    weights = _gradients(tensors).mean(dim=(2, 3))
+    return _weighted_sum(weights, tensors.activations)
+
+
+@register_method("gradcam++")
+def gradcam_plus_plus(tensors: LayerTensors) -> torch.Tensor:
+    """Grad-CAM++: pixel-wise weighting of positive gradients.
+
+    Chattopadhay et al., "Grad-CAM++: Improved Visual Explanations for Deep Convolutional
+    Networks", WACV 2018, https://arxiv.org/abs/1710.11063, Eq. 19 (the score passed through an
+    exponential, so that higher derivatives are powers of the first one):
+    ``alpha = G^2 / (2 G^2 + sum_ab A_ab G^3)``, ``w_k = sum_ij alpha_ij ReLU(G_ij)``,
+    ``L = ReLU(sum_k w_k A_k)`` with ``G = dy/dA`` of the pre-softmax score ``y``.
+    Where the denominator is 0 (so is the numerator), alpha is 0, as the paper prescribes.
+    The common factor ``exp(y)`` of ``w_k`` is dropped: it does not change the normalised map.
+    """
+    grads = _gradients(tensors)
+    activations = tensors.activations
+    grads_2 = grads.pow(2)
+    grads_3 = grads_2 * grads
+    sum_activations = activations.sum(dim=(2, 3), keepdim=True)
+    denominator = 2 * grads_2 + sum_activations * grads_3
+    denominator = torch.where(denominator != 0, denominator, torch.ones_like(denominator))
+    alpha = grads_2 / denominator
+    weights = (alpha * torch.relu(grads)).sum(dim=(2, 3))
+    return _weighted_sum(weights, activations)
+
+
+@register_method("xgradcam")
+def xgradcam(tensors: LayerTensors) -> torch.Tensor:
+    """XGrad-CAM: gradients weighted by the normalised activation map.
+
+    Fu et al., "Axiom-based Grad-CAM: Towards Accurate Visualization and Explanation of CNNs",
+    BMVC 2020, https://arxiv.org/abs/2008.02312, Eq. 13:
+    ``w_k = sum_ij (A_k,ij / sum_ab A_k,ab) dy/dA_k,ij``, ``L = ReLU(sum_k w_k A_k)``.
+    A channel whose activations sum to 0 gets weight 0.
+    """
+    grads = _gradients(tensors)
+    activations = tensors.activations
+    sums = activations.sum(dim=(2, 3), keepdim=True)
+    safe_sums = torch.where(sums != 0, sums, torch.ones_like(sums))
+    weights = torch.where(sums != 0, activations * grads / safe_sums, 0).sum(dim=(2, 3))
+    return _weighted_sum(weights, activations)
+
+
+@register_method("hirescam")
+def hirescam(tensors: LayerTensors) -> torch.Tensor:
+    """HiResCAM: element-wise product of gradients and activations, summed over channels.
+
+    Draelos and Carin, "Use HiResCAM instead of Grad-CAM for faithful explanations of
+    convolutional neural networks", 2020, https://arxiv.org/abs/2011.08891:
+    ``L = sum_k G_k * A_k``. Departure: we apply Grad-CAM's final ReLU so that, like every
+    other camlens map, it shows the evidence for the class (the sign is kept in no method).
+    """
+    return torch.relu((_gradients(tensors) * tensors.activations).sum(dim=1))
+
+
+@register_method("gradcam-elementwise")
+def gradcam_elementwise(tensors: LayerTensors) -> torch.Tensor:
+    """Element-wise Grad-CAM: ReLU of each gradient-activation product, then summed.
+
+    The variant of HiResCAM (Draelos and Carin 2020, https://arxiv.org/abs/2011.08891) that
+    pytorch-grad-cam calls GradCAMElementWise: ``L = sum_k ReLU(G_k * A_k)``, so negative
+    contributions of one channel cannot cancel positive ones of another.
+    """
+    return torch.relu(_gradients(tensors) * tensors.activations).sum(dim=1)
+
+
+@register_method("layercam")
+def layercam(tensors: LayerTensors) -> torch.Tensor:
+    """LayerCAM: activations weighted pixel by pixel by their positive gradients.
+
+    Jiang et al., "LayerCAM: Exploring Hierarchical Class Activation Maps for Localization",
+    IEEE TIP 2021, https://doi.org/10.1109/TIP.2021.3089943:
+    ``L = ReLU(sum_k ReLU(G_k) * A_k)``.
+    """
+    return torch.relu((torch.relu(_gradients(tensors)) * tensors.activations).sum(dim=1))
+
+
+def _first_component(features: torch.Tensor) -> torch.Tensor:
+    """Projection of each position onto the first principal component, sign fixed.
+
+    Args:
+        features: (N, C, h, w); each of the h*w positions is a sample with C features.
+
+    Returns:
+        (N, h, w), oriented so that it correlates positively with the channel mean.
+    """
+    n, c, h, w = features.shape
+    samples = features.reshape(n, c, h * w).transpose(1, 2).double()  # (N, hw, C)
+    centred = samples - samples.mean(dim=1, keepdim=True)
+    if h * w <= c:
+        # The hw x hw Gram matrix is the smaller one: its top eigenvector u gives M v = s u.
+        values, vectors = torch.linalg.eigh(centred @ centred.transpose(1, 2))
+        projection = vectors[..., -1] * values[..., -1:].clamp_min(0).sqrt()
+    else:
+        _, vectors = torch.linalg.eigh(centred.transpose(1, 2) @ centred)
+        projection = centred @ vectors[..., -1:]
+        projection = projection.squeeze(-1)
+    reference = samples.mean(dim=2)
+    reference = reference - reference.mean(dim=1, keepdim=True)
+    sign = torch.where((projection * reference).sum(dim=1, keepdim=True) < 0, -1.0, 1.0)
+    return (projection * sign).reshape(n, h, w).to(features.dtype)
+
+
+@register_method("eigencam", needs_gradients=False)
+def eigencam(tensors: LayerTensors) -> torch.Tensor:
+    """Eigen-CAM: the first principal component of the activations (no gradients).
+
+    Muhammad and Yeasin, "Eigen-CAM: Class Activation Map using Principal Components", IJCNN 2020,
+    https://arxiv.org/abs/2008.00299: each spatial position is a sample of C channel values, and the
+    map is its projection on the first principal direction. Departures: the positions are centred
+    first (a principal component proper), and since a principal direction has no sign, we orient
+    it to agree with the mean activation over channels before the ReLU.
+    """
+    return torch.relu(_first_component(tensors.activations))
+
+
+@register_method("eigengradcam")
+def eigengradcam(tensors: LayerTensors) -> torch.Tensor:
+    """Eigen-Grad-CAM: Eigen-CAM on the gradient-activation products, so it is class specific.
+
+    The class-discriminative variant of Eigen-CAM (Muhammad and Yeasin 2020,
+    https://arxiv.org/abs/2008.00299) introduced by pytorch-grad-cam: the first principal component
+    of ``G * A``, oriented and clipped as in :func:`eigencam`.
+    """
+    return torch.relu(_first_component(_gradients(tensors) * tensors.activations))

@@ -1,0 +1,139 @@
+"""Which class each image is explained for, and the score whose gradient is taken."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from camlens._errors import ArgumentTypeError, InputError
+
+
+@dataclass(frozen=True)
+class Targets:
+    """The resolved targets of one call.
+
+    Attributes:
+        scores: (B, K) scores to differentiate, still attached to the graph.
+        indices: (B, K) class indices, or ``None`` for a custom score.
+        labels: (B lists of K) class names, or ``None`` when the categories are unknown.
+    """
+
+    scores: torch.Tensor
+    indices: torch.Tensor | None
+    labels: list[list[str]] | None
+
+
+def class_index(name: str, categories: Sequence[str] | None) -> int:
+    """The index of class ``name`` (case-insensitive) among ``categories``.
+
+    Raises:
+        ValueError: If the categories are unknown or no class has that name; the message
+            suggests the closest names.
+    """
+    if categories is None:
+        raise InputError(
+            f"`target` {name!r} is a class name but the model's class names are unknown; pass a "
+            "class index, or a model from camlens.load_model which knows its categories"
+        )
+    wanted = name.strip().lower()
+    lowered = [category.lower() for category in categories]
+    if wanted in lowered:
+        return lowered.index(wanted)
+    if wanted.isdigit() and int(wanted) < len(categories):
+        return int(wanted)
+    close = difflib.get_close_matches(wanted, lowered, n=3, cutoff=0.6)
+    if not close:
+        close = [c for c in lowered if wanted in c][:3]
+    hint = f" did you mean {', '.join(repr(categories[lowered.index(c)]) for c in close)}?" if close else ""
+    raise InputError(
+        f"`target` class {name!r} not found among the model's {len(categories)} classes;{hint} "
+        "Pass an exact class name or index."
+    )
+
+
+def _indices(target: object, batch: int, classes: int, categories: Sequence[str] | None) -> list[int]:
+    if isinstance(target, bool):
+        raise ArgumentTypeError("`target` must be a class index or name, not a bool")
+    if isinstance(target, int):
+        indices = [target] * batch
+    elif isinstance(target, str):
+        indices = [class_index(target, categories)] * batch
+    elif isinstance(target, torch.Tensor) and target.dim() <= 1 and not target.is_floating_point():
+        indices = [int(v) for v in target.reshape(-1).tolist()]
+        indices = indices * batch if len(indices) == 1 else indices
+    elif isinstance(target, (list, tuple)):
+        indices = [
+            class_index(item, categories) if isinstance(item, str)
+            else _indices(item, 1, classes, categories)[0]
+            for item in target
+        ]
+    else:
+        raise ArgumentTypeError(
+            f"`target` of type {type(target).__name__} is not supported; pass None, a class index, "
+            "a class name, one of those per image, or a callable on the model output"
+        )
+    if len(indices) != batch:
+        raise InputError(
+            f"`target` gives {len(indices)} classes for {batch} images; give one per image or one for all"
+        )
+    for index in indices:
+        if not 0 <= index < classes:
+            raise InputError(
+                f"`target` class index {index} is out of range for a model with {classes} classes; "
+                f"use 0 to {classes - 1}"
+            )
+    return indices
+
+
+def resolve_targets(
+    target: object,
+    top_k: int | None,
+    logits: torch.Tensor,
+    output: object,
+    categories: Sequence[str] | None,
+) -> Targets:
+    """Turn the user's ``target``/``top_k`` into (B, K) scores, indices and names.
+
+    Raises:
+        ValueError: For an out-of-range index, unknown name, or a count not matching the batch.
+        TypeError: For an unsupported ``target`` or a callable returning the wrong shape.
+    """
+    if logits.dim() != 2:
+        raise InputError(
+            f"the model's output has shape {tuple(logits.shape)}, not (B, classes); pass `target=` "
+            "a callable that reduces the output to one score per image"
+        )
+    batch, classes = logits.shape
+    if top_k is not None:
+        if top_k > classes:
+            raise InputError(f"`top_k` {top_k} exceeds the model's {classes} classes")
+        indices = logits.detach().topk(top_k, dim=1).indices
+    elif target is None:
+        indices = logits.detach().argmax(dim=1, keepdim=True)
+    elif callable(target) and not isinstance(target, torch.Tensor):
+        score = _custom_score(target, output, batch)
+        return Targets(score, None, None)
+    else:
+        indices = torch.tensor(_indices(target, batch, classes, categories), device=logits.device)[:, None]
+    scores = logits.gather(1, indices)
+    labels = None
+    if categories is not None and len(categories) == classes:
+        labels = [[categories[i] for i in row] for row in indices.tolist()]
+    return Targets(scores, indices.cpu(), labels)
+
+
+def _custom_score(function: Callable[[object], torch.Tensor], output: object, batch: int) -> torch.Tensor:
+    score = function(output)
+    if not isinstance(score, torch.Tensor):
+        raise ArgumentTypeError(
+            f"`target` callable returned a {type(score).__name__}; return a tensor with one score per image"
+        )
+    if score.numel() != batch:
+        raise InputError(
+            f"`target` callable returned shape {tuple(score.shape)} for {batch} images; return one "
+            "score per image, shape (B,)"
+        )
+    return score.reshape(batch, 1)
