@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -49,25 +50,30 @@ def logits_of(output: object) -> torch.Tensor:
 @contextmanager
 def evaluation_mode(model: nn.Module) -> Iterator[None]:
     """Put every submodule in eval mode for the call and restore each flag afterwards."""
-    flags = [(module, module.training) for module in model.modules()]
-    model.eval()
+    # Only the modules in training mode are touched: a model already in eval mode costs nothing.
+    switched = [module for module in model.modules() if module.training]
+    for module in switched:
+        module.training = False
     try:
         yield
     finally:
-        for module, training in flags:
-            module.training = training
+        for module in switched:
+            module.training = True
 
 
 @contextmanager
-def capturing(model: nn.Module, names: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
+def capturing(
+    modules: dict[str, nn.Module], names: Sequence[str]
+) -> Iterator[dict[str, torch.Tensor]]:
     """Hook the named modules; yield a dict filled with each one's output at its last call.
+
+    ``modules`` maps every name of the model to its module.
 
     The hook hands the rest of the network a copy of the output, so that a later in-place
     operation (``ReLU(inplace=True)`` after the layer) cannot change the captured tensor.
     When the output does not require gradients (a frozen model), the captured tensor is made a
     leaf that does, so the gradient can still be taken with respect to it.
     """
-    modules = dict(model.named_modules())
     captured: dict[str, torch.Tensor] = {}
     handles = []
 
@@ -96,10 +102,10 @@ def capturing(model: nn.Module, names: Sequence[str]) -> Iterator[dict[str, torc
 
 
 def _model_device(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
+    for parameter in model.parameters():
+        return parameter.device
+    for buffer in model.buffers():
+        return buffer.device
     return torch.device("cpu")
 
 
@@ -141,7 +147,10 @@ def _gradients(
         grad_outputs = basis[:, None, :].expand(k, batch, k)
         try:
             grads = torch.autograd.grad(
-                scores, activations, grad_outputs=grad_outputs, is_grads_batched=True,
+                scores,
+                activations,
+                grad_outputs=grad_outputs,
+                is_grads_batched=True,
                 allow_unused=True,
             )
         except RuntimeError:  # an operator without a batching rule: fall back to a loop
@@ -152,7 +161,7 @@ def _gradients(
                 for i in range(k)
             ]
             grads = tuple(
-                None if per_class[0][j] is None else torch.stack([g[j] for g in per_class])
+                None if per_class[0][j] is None else torch.stack([g[j] for g in per_class])  # type: ignore[misc]
                 for j in range(len(activations))
             )
     result = []
@@ -219,10 +228,15 @@ def explain(
         raise ArgumentTypeError(
             f"`model` must be a torch.nn.Module or camlens.LoadedModel, got {type(model).__name__}"
         )
+    if isinstance(network, torch.jit.ScriptModule):
+        raise ArgumentTypeError(
+            "`model` is a TorchScript module, whose layers cannot be hooked; explain the eager "
+            "model instead: camlens.load_model('ARCH', weights='state_dict.pth')"
+        )
     preprocessing = loaded.preprocessing if loaded is not None else Preprocessing()
     categories = loaded.categories if loaded is not None else None
     chosen_methods = _methods(methods)
-    layer_specs = list(as_sequence(layers))
+    layer_specs: list[Any] = list(as_sequence(layers))
     if not layer_specs:
         raise InputError("`layers` is empty; pass 'auto' or at least one layer name")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
@@ -237,8 +251,17 @@ def explain(
         )
     batch = prepare_batch(inputs, preprocessing)
     x = batch.tensor.to(model_device, dtype=_model_float_dtype(network))
-    return _run(network, x, batch, chosen_methods, layer_specs, target, top_k, categories,
-                loaded.name if loaded is not None else type(network).__name__)
+    return _run(
+        network,
+        x,
+        batch,
+        chosen_methods,
+        layer_specs,
+        target,
+        top_k,
+        categories,
+        loaded.name if loaded is not None else type(network).__name__,
+    )
 
 
 def _methods(methods: str | Sequence[str]) -> list[Method]:
@@ -261,24 +284,28 @@ def _run(
     target: TargetSpec,
     top_k: int | None,
     categories: list[str] | None,
-    model_name: str,
+    model_name: str | None,
 ) -> Explanation:
     size = (int(x.shape[-2]), int(x.shape[-1]))
-    with evaluation_mode(network):
+    modules = dict(network.named_modules())
+    with evaluation_mode(network), torch.enable_grad():
         names = [
-            auto_layer(network, x) if isinstance(spec, str) and spec == "auto"
-            else resolve_layer(network, spec)
+            auto_layer(network, x, modules)
+            if isinstance(spec, str) and spec == "auto"
+            else resolve_layer(network, spec, modules)
             for spec in layer_specs
         ]
         unique = list(dict.fromkeys(names))
-        with capturing(network, unique) as captured, torch.enable_grad():
+        with capturing(modules, unique) as captured:
             output = network(x)
         logits = logits_of(output)
         activations = [_check_spatial(n, captured.get(n), x.shape[0]) for n in unique]
         targets: Targets = resolve_targets(target, top_k, logits, output, categories)
         needs_gradients = any(method.needs_gradients for method in methods)
         gradients = (
-            _gradients(targets.scores, activations, unique) if needs_gradients else [None] * len(unique)
+            _gradients(targets.scores, activations, unique)
+            if needs_gradients
+            else [None] * len(unique)
         )
         del output
     k = targets.scores.shape[1]

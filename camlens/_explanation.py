@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 from camlens._errors import InputError
 
@@ -96,7 +100,7 @@ class Explanation:
             heatmap = heatmap[rank]
         return overlay(self.images[index], heatmap, colormap=colormap, alpha=alpha)
 
-    def figure(self, index: int | None = None, colormap: str = "jet", alpha: float = 0.5) -> object:
+    def figure(self, index: int | None = None, colormap: str = "jet", alpha: float = 0.5) -> Figure:
         """A labelled matplotlib figure: original, heatmaps and overlays per layer and class."""
         from camlens._visualize import explanation_figure
 

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from camlens._engine import _model_device, _model_float_dtype, evaluation_mode
+from camlens._errors import ArgumentTypeError
 from camlens._layers import LayerInfo, probe
 from camlens._models import LoadedModel
 
@@ -23,7 +24,11 @@ def list_layers(
         input_size: (H, W) of the probe image; defaults to the model's crop size, else 224.
     """
     loaded = model if isinstance(model, LoadedModel) else None
-    network = loaded.model if loaded is not None else model
+    network: nn.Module = loaded.model if loaded is not None else model  # type: ignore[assignment]
+    if isinstance(network, torch.jit.ScriptModule):
+        raise ArgumentTypeError(
+            "`model` is a TorchScript module, whose layers cannot be hooked; load the eager model"
+        )
     if input_size is None:
         side = loaded.preprocessing.crop_size if loaded is not None else 224
         input_size = (side, side)

@@ -41,11 +41,6 @@ class LayerInfo:
     calls: int = 1
 
 
-def module_names(model: nn.Module) -> dict[nn.Module, str]:
-    """Map each submodule to its first dotted name."""
-    return {module: name for name, module in model.named_modules()}
-
-
 def _from_underscore(model: nn.Module, name: str) -> str | None:
     """Translate a pytorch-gradcam style name ("features_12_expand3x3_activation") to a dotted one.
 
@@ -75,18 +70,21 @@ def _from_underscore(model: nn.Module, name: str) -> str | None:
     return ".".join(path)
 
 
-def resolve_layer(model: nn.Module, spec: nn.Module | str) -> str:
+def resolve_layer(
+    model: nn.Module, spec: nn.Module | str, modules: dict[str, nn.Module] | None = None
+) -> str:
     """Return the dotted name of the layer ``spec`` designates (not "auto").
 
     Args:
         model: The model the layer belongs to.
         spec: A submodule, a dotted name ("features.11") or a pytorch-gradcam name ("features_11").
+        modules: ``dict(model.named_modules())``, when the caller has it already.
 
     Raises:
         ValueError: If no module matches; the message lists the closest names.
         TypeError: If ``spec`` is neither a module nor a string.
     """
-    names = dict(model.named_modules())
+    names = modules if modules is not None else dict(model.named_modules())
     if isinstance(spec, nn.Module):
         for name, module in names.items():
             if module is spec and name:
@@ -105,10 +103,17 @@ def resolve_layer(model: nn.Module, spec: nn.Module | str) -> str:
     if dotted:
         return dotted
     candidates = [n for n in names if n]
-    close = difflib.get_close_matches(spec, candidates, n=3, cutoff=0.6)
-    if not close:
-        underscored = {n.replace(".", "_"): n for n in candidates}
-        close = [underscored[c] for c in difflib.get_close_matches(spec, underscored, n=3)]
+    # Compare in the user's own style, and at the same depth first: "layer5" should suggest
+    # "layer4" before "layer3.5", and "features_111" should suggest "features.11".
+    underscored = "." not in spec and "_" in spec
+    styled = {(n.replace(".", "_") if underscored else n): n for n in candidates}
+    depth = spec.count("_" if underscored else ".")
+    same_depth = [k for k in styled if k.count("_" if underscored else ".") == depth]
+    close = difflib.get_close_matches(spec, same_depth, n=3, cutoff=0.6)
+    close += [
+        c for c in difflib.get_close_matches(spec, list(styled), n=3, cutoff=0.6) if c not in close
+    ]
+    close = [styled[c] for c in close[:3]]
     hint = f" closest: {', '.join(repr(c) for c in close)}." if close else ""
     raise LayerNotFoundError(
         f"`layers` {spec!r} not found in {type(model).__name__};{hint} "
@@ -117,10 +122,12 @@ def resolve_layer(model: nn.Module, spec: nn.Module | str) -> str:
 
 
 @contextmanager
-def _recording(model: nn.Module) -> Iterator[tuple[list[str], dict[str, object], dict[str, int]]]:
+def _recording(
+    model: nn.Module,
+) -> Iterator[tuple[list[str], dict[str, tuple[int, ...] | None], dict[str, int]]]:
     """Record, for every submodule, its start order, last output and number of calls."""
     started: list[str] = []
-    outputs: dict[str, object] = {}
+    outputs: dict[str, tuple[int, ...] | None] = {}
     calls: dict[str, int] = {}
     handles = []
     for name, module in model.named_modules():
@@ -172,7 +179,7 @@ def probe(model: nn.Module, inputs: torch.Tensor) -> list[LayerInfo]:
         LayerInfo(
             name=name,
             type_name=type(modules[name]).__name__,
-            output_shape=outputs.get(name),  # type: ignore[arg-type]
+            output_shape=outputs.get(name),
             is_auto=name == auto,
             calls=calls[name],
         )
@@ -180,7 +187,9 @@ def probe(model: nn.Module, inputs: torch.Tensor) -> list[LayerInfo]:
     ]
 
 
-def auto_layer(model: nn.Module, inputs: torch.Tensor) -> str:
+def auto_layer(
+    model: nn.Module, inputs: torch.Tensor, modules: dict[str, nn.Module] | None = None
+) -> str:
     """The dotted name of the last module with a spatial (N, C, h, w) output, h*w > 1.
 
     Pooling heads (adaptive pooling) are skipped. The choice is cached per model and input shape,
@@ -191,7 +200,8 @@ def auto_layer(model: nn.Module, inputs: torch.Tensor) -> str:
     """
     key = tuple(inputs.shape[1:])
     cached = _AUTO_CACHE.get(model, {}).get(key)
-    if cached is not None and cached in dict(model.named_modules()):
+    names = modules if modules is not None else dict(model.named_modules())
+    if cached is not None and cached in names:
         return cached
     layers = probe(model, inputs)
     chosen = next((info.name for info in layers if info.is_auto), None)

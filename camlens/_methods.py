@@ -123,7 +123,8 @@ def _first_component(features: torch.Tensor) -> torch.Tensor:
         (N, h, w), oriented so that it correlates positively with the channel mean.
     """
     n, c, h, w = features.shape
-    samples = features.reshape(n, c, h * w).transpose(1, 2).double()  # (N, hw, C)
+    # float32 is enough here (checked against numpy's float64 SVD in the tests) and twice as fast.
+    samples = features.reshape(n, c, h * w).transpose(1, 2).float()  # (N, hw, C)
     centred = samples - samples.mean(dim=1, keepdim=True)
     if h * w <= c:
         # The hw x hw Gram matrix is the smaller one: its top eigenvector u gives M v = s u.

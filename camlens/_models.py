@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -68,7 +69,9 @@ def _device(device: str | torch.device | None) -> torch.device:
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError):
-        raise InputError(f"`device` {device!r} is not a device; use 'auto', 'cpu' or 'cuda'") from None
+        raise InputError(
+            f"`device` {device!r} is not a device; use 'auto', 'cpu' or 'cuda'"
+        ) from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise InputError("`device` 'cuda' asked but no CUDA GPU is available; use 'cpu' or 'auto'")
     return resolved
@@ -84,8 +87,10 @@ def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
             "state dicts and TorchScript files, never pickled objects: save with "
             "torch.save(model.state_dict(), path) or torch.jit.save(torch.jit.script(model), path)"
         ) from None
-    if isinstance(loaded, Mapping) and "state_dict" in loaded and isinstance(
-        loaded["state_dict"], Mapping
+    if (
+        isinstance(loaded, Mapping)
+        and "state_dict" in loaded
+        and isinstance(loaded["state_dict"], Mapping)
     ):
         loaded = loaded["state_dict"]
     if not isinstance(loaded, Mapping) or not all(
@@ -163,7 +168,9 @@ def _torchvision(name: str, weights: str | os.PathLike[str] | None) -> LoadedMod
 
 def _from_file(path: Path) -> LoadedModel:
     try:
-        model = torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():  # TorchScript is deprecated upstream; the user asked for it
+            warnings.simplefilter("ignore", FutureWarning)
+            model = torch.jit.load(str(path), map_location="cpu")
     except Exception:  # not TorchScript: tell the user what the file is instead
         _read_state_dict(path)
         raise InputError(
@@ -198,7 +205,9 @@ def load_model(
         TypeError: If ``name`` is not a string or path.
     """
     if not isinstance(name, (str, os.PathLike)):
-        raise ArgumentTypeError(f"`name` must be a model name or a file path, got {type(name).__name__}")
+        raise ArgumentTypeError(
+            f"`name` must be a model name or a file path, got {type(name).__name__}"
+        )
     target = _device(device)
     key = str(name).strip()
     if key.lower().replace("-", "_") == DEFAULT_MODEL:

@@ -47,14 +47,20 @@ def class_index(name: str, categories: Sequence[str] | None) -> int:
     close = difflib.get_close_matches(wanted, lowered, n=3, cutoff=0.6)
     if not close:
         close = [c for c in lowered if wanted in c][:3]
-    hint = f" did you mean {', '.join(repr(categories[lowered.index(c)]) for c in close)}?" if close else ""
+    hint = (
+        f" did you mean {', '.join(repr(categories[lowered.index(c)]) for c in close)}?"
+        if close
+        else ""
+    )
     raise InputError(
         f"`target` class {name!r} not found among the model's {len(categories)} classes;{hint} "
         "Pass an exact class name or index."
     )
 
 
-def _indices(target: object, batch: int, classes: int, categories: Sequence[str] | None) -> list[int]:
+def _indices(
+    target: object, batch: int, classes: int, categories: Sequence[str] | None
+) -> list[int]:
     if isinstance(target, bool):
         raise ArgumentTypeError("`target` must be a class index or name, not a bool")
     if isinstance(target, int):
@@ -66,7 +72,8 @@ def _indices(target: object, batch: int, classes: int, categories: Sequence[str]
         indices = indices * batch if len(indices) == 1 else indices
     elif isinstance(target, (list, tuple)):
         indices = [
-            class_index(item, categories) if isinstance(item, str)
+            class_index(item, categories)
+            if isinstance(item, str)
             else _indices(item, 1, classes, categories)[0]
             for item in target
         ]
@@ -77,7 +84,8 @@ def _indices(target: object, batch: int, classes: int, categories: Sequence[str]
         )
     if len(indices) != batch:
         raise InputError(
-            f"`target` gives {len(indices)} classes for {batch} images; give one per image or one for all"
+            f"`target` gives {len(indices)} classes for {batch} images; "
+            "give one per image or one for all"
         )
     for index in indices:
         if not 0 <= index < classes:
@@ -117,7 +125,9 @@ def resolve_targets(
         score = _custom_score(target, output, batch)
         return Targets(score, None, None)
     else:
-        indices = torch.tensor(_indices(target, batch, classes, categories), device=logits.device)[:, None]
+        indices = torch.tensor(_indices(target, batch, classes, categories), device=logits.device)[
+            :, None
+        ]
     scores = logits.gather(1, indices)
     labels = None
     if categories is not None and len(categories) == classes:
@@ -125,11 +135,14 @@ def resolve_targets(
     return Targets(scores, indices.cpu(), labels)
 
 
-def _custom_score(function: Callable[[object], torch.Tensor], output: object, batch: int) -> torch.Tensor:
+def _custom_score(
+    function: Callable[[object], torch.Tensor], output: object, batch: int
+) -> torch.Tensor:
     score = function(output)
     if not isinstance(score, torch.Tensor):
         raise ArgumentTypeError(
-            f"`target` callable returned a {type(score).__name__}; return a tensor with one score per image"
+            f"`target` callable returned a {type(score).__name__}; "
+            "return a tensor with one score per image"
         )
     if score.numel() != batch:
         raise InputError(

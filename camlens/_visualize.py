@@ -1,0 +1,485 @@
+"""Drawing: colour heatmaps, blend them over pictures, and lay out labelled figures.
+
+Nothing here computes a CAM; everything takes the tensors an :class:`~camlens.Explanation`
+already holds. Figures are built on :class:`matplotlib.figure.Figure` with the Agg canvas, never
+through ``pyplot``, so a loop that draws thousands of figures keeps no global state and leaks none.
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+import numbers
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, cast
+
+import matplotlib
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import Colormap
+from matplotlib.figure import Figure
+from PIL import Image
+
+from camlens._errors import ArgumentTypeError, InputError
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+    from camlens._explanation import Explanation
+
+__all__ = [
+    "explanation_figure",
+    "figure_to_png_bytes",
+    "get_colormap",
+    "grid",
+    "heatmap_image",
+    "overlay",
+]
+
+#: Inches per panel: large enough to read a 224x224 picture and a three-line title.
+PANEL_INCHES = 2.2
+#: Title font size, in points, of every panel.
+TITLE_FONTSIZE = 8
+#: Resolution of the PNGs written by :func:`figure_to_png_bytes`.
+DEFAULT_DPI = 100
+
+
+# --------------------------------------------------------------------------------------------
+# Checking arguments
+# --------------------------------------------------------------------------------------------
+
+
+def get_colormap(colormap: str | Colormap) -> Colormap:
+    """Return the matplotlib colormap called ``colormap``.
+
+    Args:
+        colormap: A name registered in ``matplotlib.colormaps`` ("jet", "viridis", ...) or a
+            ``Colormap`` object, returned as is.
+
+    Returns:
+        The colormap.
+
+    Raises:
+        ValueError: If no colormap has that name; the message lists the closest names.
+        TypeError: If ``colormap`` is neither a string nor a ``Colormap``.
+    """
+    if isinstance(colormap, Colormap):
+        return colormap
+    if not isinstance(colormap, str):
+        raise ArgumentTypeError(
+            f"`colormap` must be a colormap name such as 'jet', got {type(colormap).__name__}"
+        )
+    try:
+        return matplotlib.colormaps[colormap]
+    except KeyError:
+        pass
+    names = list(matplotlib.colormaps)
+    lowered = {name.lower(): name for name in names}
+    if colormap.lower() in lowered:
+        close = [lowered[colormap.lower()]]
+    else:
+        close = difflib.get_close_matches(colormap, names, n=3, cutoff=0.6)
+    hint = f"closest: {', '.join(repr(c) for c in close)}" if close else "e.g. 'jet', 'viridis'"
+    raise InputError(
+        f"unknown colormap {colormap!r}; use a matplotlib colormap name ({hint}); "
+        "list them with `list(matplotlib.colormaps)`"
+    )
+
+
+def _check_alpha(alpha: float) -> float:
+    """Return ``alpha`` as a float after checking it lies in [0, 1]."""
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
+        raise ArgumentTypeError(f"`alpha` must be a number in [0, 1], got {type(alpha).__name__}")
+    value = float(alpha)
+    if not 0.0 <= value <= 1.0:
+        raise InputError(
+            f"`alpha` must be in [0, 1] (0 shows only the picture, 1 only the heatmap), got {alpha}"
+        )
+    return value
+
+
+def _image_to_array(image: Image.Image | torch.Tensor | np.ndarray) -> np.ndarray:
+    """Return a picture as a float64 (H, W, 3) array in [0, 1]."""
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
+    if isinstance(image, torch.Tensor):
+        tensor = image.detach().cpu()
+        if tensor.ndim == 4 and tensor.shape[0] == 1:
+            tensor = tensor[0]
+        if tensor.ndim != 3 or tensor.shape[0] not in (1, 3):
+            raise InputError(
+                f"`image` tensor must have shape (3, H, W), got {tuple(image.shape)}; "
+                "pass one picture of Explanation.images, e.g. `exp.images[0]`"
+            )
+        if tensor.dtype == torch.uint8:
+            array = tensor.numpy().astype(np.float64) / 255.0
+        else:
+            array = tensor.double().numpy()
+        array = np.moveaxis(array, 0, -1)
+    elif isinstance(image, np.ndarray):
+        array = image
+        if array.ndim == 3 and array.shape[-1] == 4:
+            array = array[..., :3]  # drop the alpha channel of RGBA arrays
+        if array.ndim == 2:
+            array = array[..., None]
+        if array.ndim != 3 or array.shape[-1] not in (1, 3):
+            raise InputError(
+                f"`image` array must have shape (H, W, 3), got {image.shape}; "
+                "for a (3, H, W) array pass a torch tensor instead"
+            )
+        if array.dtype == np.uint8:
+            array = array.astype(np.float64) / 255.0
+        elif np.issubdtype(array.dtype, np.floating):
+            array = array.astype(np.float64)
+        else:
+            raise ArgumentTypeError(
+                f"`image` array must be uint8 in [0, 255] or float in [0, 1], got {array.dtype}"
+            )
+    else:
+        raise ArgumentTypeError(
+            "`image` must be a PIL image, a (3, H, W) float tensor in [0, 1] or a (H, W, 3) "
+            f"uint8 array, got {type(image).__name__}"
+        )
+    if array.shape[-1] == 1:
+        array = np.repeat(array, 3, axis=-1)
+    if not np.isfinite(array).all() or array.min() < -1e-3 or array.max() > 1 + 1e-3:
+        raise InputError(
+            f"`image` values must be in [0, 1], got [{np.nanmin(array):.3g}, "
+            f"{np.nanmax(array):.3g}]; pass the un-normalised picture (Explanation.images), "
+            "not the normalised model input"
+        )
+    return np.clip(array, 0.0, 1.0)
+
+
+def _heatmap_to_array(
+    heatmap: torch.Tensor | np.ndarray, size: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Return a heatmap as a float64 (H, W) array in [0, 1], resized to ``size`` (H, W) if given.
+
+    NaN becomes 0 and values outside [0, 1] are clipped, so a raw map draws without surprises.
+    """
+    if isinstance(heatmap, np.ndarray):
+        tensor = torch.from_numpy(np.asarray(heatmap, dtype=np.float32))
+    elif isinstance(heatmap, torch.Tensor):
+        tensor = heatmap.detach().cpu().float()
+    else:
+        raise ArgumentTypeError(
+            f"`heatmap` must be a (H, W) tensor or array in [0, 1], got {type(heatmap).__name__}"
+        )
+    while tensor.ndim > 2 and tensor.shape[0] == 1:
+        tensor = tensor[0]
+    if tensor.ndim != 2:
+        raise InputError(
+            f"`heatmap` must have shape (H, W), got {tuple(heatmap.shape)}; pick one map, "
+            "e.g. `exp.maps[layer, method][0]` for the first picture"
+        )
+    tensor = torch.nan_to_num(tensor, nan=0.0).clamp(0.0, 1.0)
+    if size is not None and tuple(tensor.shape) != tuple(size):
+        tensor = F.interpolate(
+            tensor[None, None], size=size, mode="bilinear", align_corners=False, antialias=True
+        )[0, 0].clamp(0.0, 1.0)
+    return tensor.double().numpy()
+
+
+def _to_uint8(array: np.ndarray) -> np.ndarray:
+    return np.rint(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------------------------
+# Pictures
+# --------------------------------------------------------------------------------------------
+
+
+def heatmap_image(
+    heatmap: torch.Tensor | np.ndarray, colormap: str | Colormap = "jet"
+) -> Image.Image:
+    """Colour a heatmap.
+
+    Args:
+        heatmap: A (H, W) map in [0, 1]; values outside are clipped, NaN counts as 0.
+        colormap: A matplotlib colormap name or object.
+
+    Returns:
+        An RGB image of size (W, H).
+
+    Raises:
+        ValueError: If the colormap is unknown or the heatmap is not two-dimensional.
+        TypeError: If an argument has the wrong type.
+    """
+    cmap = get_colormap(colormap)
+    heat = _heatmap_to_array(heatmap)
+    return Image.fromarray(_to_uint8(cmap(heat)[..., :3]), mode="RGB")
+
+
+def overlay(
+    image: Image.Image | torch.Tensor | np.ndarray,
+    heatmap: torch.Tensor | np.ndarray,
+    colormap: str | Colormap = "jet",
+    alpha: float = 0.5,
+) -> Image.Image:
+    """Blend a coloured heatmap over a picture: ``(1 - alpha) * image + alpha * colour``.
+
+    Args:
+        image: A PIL image, a (3, H, W) float tensor in [0, 1] (one of ``Explanation.images``)
+            or a (H, W, 3) uint8 array.
+        heatmap: A (H, W) map in [0, 1]; resized bilinearly to the picture when sizes differ.
+        colormap: A matplotlib colormap name or object.
+        alpha: Weight of the heatmap colour: 0 returns the picture, 1 the coloured heatmap.
+
+    Returns:
+        An RGB image the size of ``image``.
+
+    Raises:
+        ValueError: If ``alpha`` is outside [0, 1], the colormap is unknown, or a shape is wrong.
+        TypeError: If an argument has the wrong type.
+    """
+    weight = _check_alpha(alpha)
+    cmap = get_colormap(colormap)
+    picture = _image_to_array(image)
+    heat = _heatmap_to_array(heatmap, size=picture.shape[:2])
+    colour = cmap(heat)[..., :3]
+    return Image.fromarray(_to_uint8((1.0 - weight) * picture + weight * colour), mode="RGB")
+
+
+# --------------------------------------------------------------------------------------------
+# Figures
+# --------------------------------------------------------------------------------------------
+
+
+def _new_figure(rows: int, columns: int) -> tuple[Figure, np.ndarray]:
+    """Return an Agg figure with a (rows, columns) array of axes, sized for readable panels."""
+    figure = Figure(
+        figsize=(columns * PANEL_INCHES, rows * (PANEL_INCHES + 0.3)), layout="constrained"
+    )
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(rows, columns, squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    return figure, axes
+
+
+def _check_index(index: int, batch: int, name: str = "index") -> int:
+    if isinstance(index, bool) or not isinstance(index, numbers.Integral):
+        raise ArgumentTypeError(f"`{name}` must be an int, got {type(index).__name__}")
+    if not -batch <= index < batch:
+        raise InputError(
+            f"`{name}` {index} is out of range for a batch of {batch} image(s); "
+            f"use 0 to {batch - 1}"
+        )
+    return int(index) % batch
+
+
+def _batch_size(exp: Explanation) -> int:
+    return int(exp.images.shape[0])
+
+
+def _classes_per_image(exp: Explanation) -> int:
+    """Return K, the number of classes explained per picture."""
+    targets = getattr(exp, "targets", None)
+    if targets is not None:
+        return int(targets.shape[1]) if targets.ndim == 2 else 1
+    first = next(iter(exp.maps.values()))
+    return int(first.shape[1]) if first.ndim == 4 else 1
+
+
+def _map_of(
+    exp: Explanation, layer: str, method: str, index: int, rank: int
+) -> torch.Tensor | None:
+    """Return the (H, W) map of one picture and one explained class, or None if not computed."""
+    maps = exp.maps.get((layer, method))
+    if maps is None:
+        return None
+    return maps[index, rank] if maps.ndim == 4 else maps[index]
+
+
+def _class_text(exp: Explanation, index: int, rank: int) -> str:
+    """Return "tabby 54.3%" for the class explained at (index, rank), or the best we know."""
+    targets = getattr(exp, "targets", None)
+    if targets is None:
+        return "custom target"
+    target = targets[index, rank] if targets.ndim == 2 else targets[index]
+    class_index = int(target)
+    labels = getattr(exp, "labels", None)
+    name = None
+    if labels is not None:
+        name = labels[index][rank]
+    if name is None:
+        categories = getattr(exp, "categories", None)
+        if categories is not None and 0 <= class_index < len(categories):
+            name = categories[class_index]
+    text = f"{name} ({class_index})" if name is not None else f"class {class_index}"
+    probs = getattr(exp, "probs", None)
+    if probs is not None and 0 <= class_index < probs.shape[-1]:
+        text += f" {float(probs[index, class_index]):.1%}"
+    return text
+
+
+def _draw_row(
+    axes: Sequence[Axes],
+    picture: torch.Tensor,
+    maps: dict[str, torch.Tensor | None],
+    *,
+    heading: str,
+    layer: str,
+    class_text: str,
+    colormap: Colormap,
+    alpha: float,
+) -> None:
+    """Draw one row: original | heatmap per method | overlay per method.
+
+    ``maps`` is ordered by method; a method without a map leaves its two panels blank.
+    """
+    image = _image_to_array(picture)
+    size = image.shape[:2]
+    axes[0].imshow(_to_uint8(image))
+    axes[0].set_title(f"{heading}\n{layer}\n{class_text}", fontsize=TITLE_FONTSIZE)
+    count = len(maps)
+    for column, (method, heatmap) in enumerate(maps.items(), start=1):
+        if heatmap is None:
+            continue
+        heat_axes, overlay_axes = axes[column], axes[column + count]
+        heat_axes.imshow(heatmap_image(_heatmap_to_array(heatmap, size=size), colormap))
+        heat_axes.set_title(f"{method} heatmap\n{layer}\n{class_text}", fontsize=TITLE_FONTSIZE)
+        overlay_axes.imshow(overlay(image, heatmap, colormap, alpha))
+        overlay_axes.set_title(f"{method} overlay\n{layer}\n{class_text}", fontsize=TITLE_FONTSIZE)
+
+
+def explanation_figure(
+    exp: Explanation,
+    index: int | None = None,
+    colormap: str | Colormap = "jet",
+    alpha: float = 0.5,
+) -> Figure:
+    """Draw an explanation: one row per (picture, layer, explained class).
+
+    Columns: the picture, then one heatmap per method, then one overlay per method. Titles name
+    the model, the layer, the method, the class explained and the model's probability for it.
+
+    Args:
+        exp: The explanation to draw.
+        index: Which picture of the batch to draw; ``None`` draws them all.
+        colormap: A matplotlib colormap name or object.
+        alpha: Weight of the heatmap colour in the overlays, in [0, 1].
+
+    Returns:
+        A figure on the Agg canvas, not registered with pyplot; save it with ``savefig`` or
+        :func:`figure_to_png_bytes`.
+
+    Raises:
+        ValueError: If ``index`` is out of range, ``alpha`` outside [0, 1] or the colormap unknown.
+    """
+    weight = _check_alpha(alpha)
+    cmap = get_colormap(colormap)
+    batch = _batch_size(exp)
+    indices = range(batch) if index is None else [_check_index(index, batch)]
+    classes = _classes_per_image(exp)
+    rows = [(i, layer, rank) for i in indices for layer in exp.layers for rank in range(classes)]
+    figure, axes = _new_figure(len(rows), 1 + 2 * len(exp.methods))
+    model = getattr(exp, "model_name", None) or "model"
+    names = getattr(exp, "names", None)
+    for row, (i, layer, rank) in enumerate(rows):
+        picture = names[i] if names else f"image {i}"
+        # A single picture's default name ("image 0") says nothing, so it is left out.
+        heading = f"{model} · {picture}" if batch > 1 or picture != f"image {i}" else model
+        _draw_row(
+            axes[row],
+            exp.images[i],
+            {method: _map_of(exp, layer, method, i, rank) for method in exp.methods},
+            heading=heading,
+            layer=layer,
+            class_text=_class_text(exp, i, rank),
+            colormap=cmap,
+            alpha=weight,
+        )
+    return figure
+
+
+def grid(
+    explanations: Explanation | Sequence[Explanation],
+    names: Sequence[str] | None = None,
+    index: int = 0,
+    colormap: str | Colormap = "jet",
+    alpha: float = 0.5,
+) -> Figure:
+    """Compare explanations side by side, e.g. one per model, in one labelled figure.
+
+    One row per (explanation, layer); columns: the picture, one heatmap per method, one overlay
+    per method (methods missing from an explanation leave blank panels). The first explained
+    class of picture ``index`` is drawn. Titles name the model, the layer, the method, the class
+    and its probability.
+
+    Args:
+        explanations: One explanation or a list of them.
+        names: Row labels, one per explanation; default each explanation's ``model_name``.
+        index: Which picture of each batch to draw.
+        colormap: A matplotlib colormap name or object.
+        alpha: Weight of the heatmap colour in the overlays, in [0, 1].
+
+    Returns:
+        A figure on the Agg canvas, not registered with pyplot.
+
+    Raises:
+        ValueError: If the list is empty, ``names`` has the wrong length, ``index`` is out of
+            range, ``alpha`` is outside [0, 1] or the colormap unknown.
+    """
+    weight = _check_alpha(alpha)
+    cmap = get_colormap(colormap)
+    items: list[Explanation] = (
+        [cast("Explanation", explanations)]
+        if hasattr(explanations, "maps")
+        else list(cast("Sequence[Explanation]", explanations))
+    )
+    if not items:
+        raise InputError("`explanations` is empty; pass at least one Explanation")
+    if names is None:
+        labels = [getattr(exp, "model_name", None) or f"model {n}" for n, exp in enumerate(items)]
+    else:
+        if isinstance(names, str):
+            names = [names]
+        labels = [str(name) for name in names]
+        if len(labels) != len(items):
+            raise InputError(
+                f"`names` has {len(labels)} entries for {len(items)} explanation(s); "
+                "give one name per explanation or leave it out"
+            )
+    indices = [_check_index(index, _batch_size(exp)) for exp in items]
+    methods: list[str] = []
+    for exp in items:
+        methods.extend(m for m in exp.methods if m not in methods)
+    rows = [(n, layer) for n, exp in enumerate(items) for layer in exp.layers]
+    figure, axes = _new_figure(len(rows), 1 + 2 * len(methods))
+    for row, (n, layer) in enumerate(rows):
+        exp, i = items[n], indices[n]
+        _draw_row(
+            axes[row],
+            exp.images[i],
+            {method: _map_of(exp, layer, method, i, 0) for method in methods},
+            heading=labels[n],
+            layer=layer,
+            class_text=_class_text(exp, i, 0),
+            colormap=cmap,
+            alpha=weight,
+        )
+    return figure
+
+
+def figure_to_png_bytes(figure: Figure, dpi: int = DEFAULT_DPI) -> bytes:
+    """Render a figure to PNG bytes, then clear it so its memory is freed at once.
+
+    Args:
+        figure: A figure from :func:`explanation_figure` or :func:`grid`; unusable afterwards.
+        dpi: Resolution in dots per inch.
+
+    Returns:
+        The PNG file's bytes.
+    """
+    if not isinstance(figure.canvas, FigureCanvasAgg):
+        FigureCanvasAgg(figure)
+    buffer = io.BytesIO()
+    try:
+        figure.savefig(buffer, format="png", dpi=dpi)
+    finally:
+        figure.clear()
+    return buffer.getvalue()

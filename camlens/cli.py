@@ -1,0 +1,465 @@
+"""The ``camlens`` command: a thin layer over :func:`camlens.explain` and friends.
+
+Every command catches camlens errors, ``ValueError``/``TypeError`` and ``OSError`` at its
+boundary and prints one line, ``error: <problem>; <how to fix>``, to stderr with exit code 2.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import importlib.metadata
+import importlib.resources
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import torch
+from tqdm import tqdm
+
+import camlens
+from camlens._errors import CamlensError
+from camlens._visualize import get_colormap
+
+__all__ = ["main"]
+
+DEFAULT_MODEL = "efficientnet_lite0"
+#: How many predictions the commands print per image.
+TOP_PREDICTIONS = 5
+#: Exit code of every error, the same as click's usage errors.
+ERROR_EXIT_CODE = 2
+
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+class CommandError(Exception):
+    """A problem found by the CLI itself; the message is ``<problem>; <how to fix>``."""
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
+
+
+def _describe_os_error(error: OSError) -> str:
+    reason = error.strerror or str(error) or type(error).__name__
+    where = f" {str(error.filename)!r}" if error.filename is not None else ""
+    return f"cannot access{where} ({reason}); check the path and its permissions"
+
+
+def _reports_errors(command: Command) -> Command:
+    """Turn expected errors into one ``error: ...`` line on stderr and exit code 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (CommandError, CamlensError, ValueError, TypeError) as error:
+            message = str(error) or type(error).__name__
+        except OSError as error:
+            message = _describe_os_error(error)
+        click.echo(f"error: {_one_line(message)}", err=True)
+        raise click.exceptions.Exit(ERROR_EXIT_CODE)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version() -> str:
+    version = getattr(camlens, "__version__", None)
+    if version:
+        return str(version)
+    try:
+        return importlib.metadata.version("camlens")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+# --------------------------------------------------------------------------------------------
+# Checking options before the model loads, so mistakes fail in a second
+# --------------------------------------------------------------------------------------------
+
+
+def _check_methods(methods: Sequence[str]) -> list[str]:
+    known = camlens.list_methods()
+    for method in methods:
+        if method.strip().lower() not in known:
+            close = difflib.get_close_matches(method.lower(), known, n=3, cutoff=0.5)
+            hint = f"did you mean {', '.join(close)}? " if close else ""
+            raise CommandError(
+                f"unknown method {method!r}; {hint}pass --method one of: {', '.join(known)}"
+            )
+    return [method.strip().lower() for method in methods]
+
+
+def _check_drawing(colormap: str, alpha: float) -> None:
+    get_colormap(colormap)  # its message lists the closest names
+    if not 0.0 <= alpha <= 1.0:
+        raise CommandError(
+            f"--alpha {alpha} is outside [0, 1]; pass a value from 0 (picture only) "
+            "to 1 (heatmap only), e.g. --alpha 0.5"
+        )
+
+
+def _device(choice: str) -> str | None:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise CommandError("--device cuda was asked but CUDA is not available; use --device cpu")
+    return None if choice == "auto" else choice
+
+
+def _prepare_out_dir(out: Path) -> Path:
+    if out.exists() and not out.is_dir():
+        raise CommandError(f"--out {str(out)!r} is a file; pass a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CommandError(
+            f"cannot create output folder {str(out)!r} ({error.strerror or error}); "
+            "pass a writable folder with --out"
+        ) from None
+    return out
+
+
+def _check_images(images: Sequence[Path]) -> None:
+    for path in images:
+        if not path.exists():
+            raise CommandError(f"image file {str(path)!r} not found; check the path")
+        if not path.is_file():
+            raise CommandError(f"{str(path)!r} is not a file; pass image files, not folders")
+
+
+def _resolve_target(target: str | None, categories: Sequence[str] | None) -> int | None:
+    """Turn ``--target`` (a class index or a class name) into a class index."""
+    if target is None:
+        return None
+    text = target.strip()
+    if text.lstrip("-").isdigit():
+        index = int(text)
+        if categories is not None and not 0 <= index < len(categories):
+            raise CommandError(
+                f"--target {index} is out of range; pass a class index from 0 to "
+                f"{len(categories) - 1} or a class name"
+            )
+        if index < 0:
+            raise CommandError(f"--target {index} is negative; pass a class index from 0")
+        return index
+    if categories is None:
+        raise CommandError(
+            f"--target {target!r} is a class name but the model has no class names; "
+            "pass a class index"
+        )
+
+    def key(name: str) -> str:
+        return " ".join(name.replace("_", " ").lower().split())
+
+    matches = [i for i, name in enumerate(categories) if key(name) == key(text)]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise CommandError(
+            f"--target {target!r} names several classes ({', '.join(map(str, matches))}); "
+            "pass the class index instead"
+        )
+    keys = {key(name): name for name in categories}
+    close = difflib.get_close_matches(key(text), list(keys), n=3, cutoff=0.6)
+    hint = f"closest: {', '.join(repr(keys[c]) for c in close)}; " if close else ""
+    raise CommandError(
+        f"unknown class {target!r}; {hint}pass a class name of the model or a class index"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Output
+# --------------------------------------------------------------------------------------------
+
+
+def _output_path(out: Path, stem: str, taken: set[Path]) -> Path:
+    """Return ``out/<stem>-camlens.png``, numbered when it would hit an input or earlier output."""
+    candidate = out / f"{stem}-camlens.png"
+    number = 2
+    while candidate.resolve() in taken:
+        candidate = out / f"{stem}-camlens-{number}.png"
+        number += 1
+    taken.add(candidate.resolve())
+    return candidate
+
+
+def _top_predictions(explanation: Any, index: int = 0) -> list[str]:
+    probs = explanation.probs[index]
+    count = min(TOP_PREDICTIONS, probs.shape[-1])
+    values, classes = probs.topk(count)
+    categories = getattr(explanation, "categories", None)
+    names = [categories[int(c)] if categories is not None else f"class {int(c)}" for c in classes]
+    width = max(len(name) for name in names)
+    return [
+        f"  {rank}. {name:<{width}}  {float(value):6.1%}  (class {int(c)})"
+        for rank, (name, value, c) in enumerate(zip(names, values, classes, strict=True), start=1)
+    ]
+
+
+def _explained_classes(explanation: Any, index: int = 0) -> str:
+    if explanation.targets is None:
+        return "a custom score"
+    labels = explanation.labels[index] if explanation.labels is not None else None
+    classes = [int(c) for c in explanation.targets[index]]
+    return ", ".join(
+        f"{labels[rank]} ({c})" if labels is not None else f"class {c}"
+        for rank, c in enumerate(classes)
+    )
+
+
+def _report(title: str, explanation: Any, written: Path) -> None:
+    lines = [f"{title}: top-{TOP_PREDICTIONS} predictions", *_top_predictions(explanation)]
+    lines.append(
+        f"explained {_explained_classes(explanation)} with {', '.join(explanation.methods)} "
+        f"at {', '.join(explanation.layers)}"
+    )
+    lines.append(f"wrote {written}")
+    # Clear any progress bar on stderr before printing, so the two do not interleave.
+    with tqdm.external_write_mode():
+        click.echo("\n".join(lines))
+
+
+def _explain_and_save(
+    loaded: Any,
+    image: Path,
+    written: Path,
+    *,
+    methods: Sequence[str],
+    layers: Sequence[str],
+    target: int | None,
+    top_k: int | None,
+    device: str | None,
+    colormap: str,
+    alpha: float,
+) -> Any:
+    explanation = camlens.explain(
+        loaded,
+        str(image),
+        methods=tuple(methods),
+        layers=tuple(layers),
+        target=target,
+        top_k=top_k,
+        device=device,
+    )
+    try:
+        explanation.save(written, index=0, colormap=colormap, alpha=alpha)
+    except OSError as error:
+        raise CommandError(
+            f"cannot write {str(written)!r} ({error.strerror or error}); "
+            "pass a writable folder with --out"
+        ) from None
+    return explanation
+
+
+# --------------------------------------------------------------------------------------------
+# Commands
+# --------------------------------------------------------------------------------------------
+
+_model_option = click.option(
+    "--model",
+    "model_name",
+    default=DEFAULT_MODEL,
+    show_default=True,
+    metavar="NAME",
+    help="Model to explain, as accepted by camlens.load_model.",
+)
+_device_option = click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="Where to run the model; auto picks CUDA when available.",
+)
+_out_option = click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("."),
+    show_default=True,
+    metavar="DIR",
+    help="Folder for the PNG files (created when missing).",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(_version(), "--version", prog_name="camlens", message="%(prog)s %(version)s")
+def main() -> None:
+    """Grad-CAM-family heatmaps for PyTorch image classifiers."""
+
+
+@main.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@_model_option
+@click.option(
+    "--method",
+    "methods",
+    multiple=True,
+    default=("gradcam",),
+    show_default=True,
+    metavar="M",
+    help="CAM method; repeat for several (see camlens.list_methods()).",
+)
+@click.option(
+    "--layer",
+    "layers",
+    multiple=True,
+    default=("auto",),
+    show_default=True,
+    metavar="L",
+    help="Layer to explain; repeat for several (see `camlens layers`).",
+)
+@click.option(
+    "--target",
+    metavar="CLASS",
+    default=None,
+    help="Class to explain, as an index or a name; default the top prediction.",
+)
+@click.option(
+    "--top-k",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Explain the N most likely classes of each image.",
+)
+@click.option(
+    "--weights",
+    default="DEFAULT",
+    show_default=True,
+    metavar="W",
+    help="Pretrained weights name, a state-dict file, or 'none' for random weights.",
+)
+@_out_option
+@click.option(
+    "--colormap", default="jet", show_default=True, metavar="NAME", help="Matplotlib colormap."
+)
+@click.option(
+    "--alpha",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="Heatmap weight in overlays, 0 to 1.",
+)
+@_device_option
+@_reports_errors
+def explain(
+    images: tuple[Path, ...],
+    model_name: str,
+    methods: tuple[str, ...],
+    layers: tuple[str, ...],
+    target: str | None,
+    top_k: int | None,
+    weights: str,
+    out: Path,
+    colormap: str,
+    alpha: float,
+    device: str,
+) -> None:
+    """Explain images; write one labelled PNG each.
+
+    For every IMAGE, writes <stem>-camlens.png into --out (the picture, then a heatmap and an
+    overlay per method, one row per layer and class) and prints the top-5 predictions.
+
+    \b
+    Examples:
+      camlens explain cat.jpg
+      camlens explain *.jpg --method gradcam --method gradcam++ --top-k 2 --out heatmaps
+      camlens explain dog.png --model resnet50 --layer layer4 --target "bull mastiff"
+    """  # noqa: D301 - "\b" is click's marker for a paragraph it must not rewrap
+    checked_methods = _check_methods(methods)
+    _check_drawing(colormap, alpha)
+    if target is not None and top_k is not None:
+        raise CommandError("--target and --top-k both choose classes; pass only one of them")
+    _check_images(images)
+    torch_device = _device(device)
+    out = _prepare_out_dir(out)
+    chosen_weights = None if weights.strip().lower() == "none" else weights
+    loaded = camlens.load_model(model_name, weights=chosen_weights, device=torch_device)
+    class_index = _resolve_target(target, getattr(loaded, "categories", None))
+    taken = {path.resolve() for path in images}
+    interactive = len(images) > 1 and sys.stderr.isatty()
+    for image in tqdm(images, desc="explaining", unit="image", disable=not interactive):
+        written = _output_path(out, image.stem, taken)
+        explanation = _explain_and_save(
+            loaded,
+            image,
+            written,
+            methods=checked_methods,
+            layers=layers,
+            target=class_index,
+            top_k=top_k,
+            device=torch_device,
+            colormap=colormap,
+            alpha=alpha,
+        )
+        _report(str(image), explanation, written)
+
+
+@main.command()
+@_model_option
+@_reports_errors
+def layers(model_name: str) -> None:
+    """List a model's layers; * marks the auto choice.
+
+    Prints every module in execution order with its type and output shape; pass a name to
+    `camlens explain --layer`.
+    """
+    # Layer names and shapes do not depend on the weights, so nothing is downloaded.
+    loaded = camlens.load_model(model_name, weights=None, device="cpu")
+    infos = camlens.list_layers(loaded)
+    rows = [
+        (
+            "*" if info.is_auto else " ",
+            info.name,
+            info.type_name,
+            _shape_text(info.output_shape, getattr(info, "calls", 1)),
+        )
+        for info in infos
+    ]
+    header = (" ", "name", "type", "output shape")
+    widths = [max(len(row[column]) for row in [header, *rows]) for column in (1, 2)]
+    click.echo(f"layers of {model_name} in execution order (* = picked by --layer auto)")
+    click.echo(f"  {'name':<{widths[0]}}  {'type':<{widths[1]}}  output shape")
+    for mark, name, type_name, shape in rows:
+        click.echo(f"{mark} {name:<{widths[0]}}  {type_name:<{widths[1]}}  {shape}".rstrip())
+
+
+def _shape_text(shape: Sequence[int] | None, calls: int = 1) -> str:
+    text = "-" if shape is None else "(" + ", ".join(str(size) for size in shape) + ")"
+    # A module reused in one forward pass (a shared activation) reports its last call.
+    return f"{text}  last of {calls} calls" if calls > 1 else text
+
+
+@main.command()
+@_out_option
+@_device_option
+@_reports_errors
+def demo(out: Path, device: str) -> None:
+    """Explain the bundled cat photo into camlens-demo.png."""
+    torch_device = _device(device)
+    out = _prepare_out_dir(out)
+    sample = importlib.resources.files("camlens") / "data" / "chelsea.png"
+    if not sample.is_file():
+        raise CommandError(
+            "the sample image camlens/data/chelsea.png is missing from the installation; "
+            "reinstall camlens"
+        )
+    loaded = camlens.load_model(DEFAULT_MODEL, device=torch_device)
+    written = out / "camlens-demo.png"
+    with importlib.resources.as_file(sample) as image:
+        explanation = _explain_and_save(
+            loaded,
+            image,
+            written,
+            methods=("gradcam",),
+            layers=("auto",),
+            target=None,
+            top_k=None,
+            device=torch_device,
+            colormap="jet",
+            alpha=0.5,
+        )
+    _report("chelsea.png (sample)", explanation, written)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,296 @@
+"""Tests of the ``camlens`` command, through click's test runner."""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner, Result
+from PIL import Image
+
+import camlens
+from camlens import cli
+
+SAMPLE = Path(str(importlib.resources.files("camlens") / "data" / "chelsea.png"))
+SHARED_IMAGES = Path(__file__).parents[1] / ".." / "shared" / "data" / "images"
+
+
+_real_load_model = camlens.load_model
+
+
+@functools.cache
+def _cached_load_model(
+    name: str = "efficientnet_lite0", weights: str | None = "DEFAULT", device: str | None = None
+) -> camlens.LoadedModel:
+    return _real_load_model(name, weights=weights, device=device)
+
+
+@pytest.fixture(autouse=True)
+def reuse_loaded_models(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Load each (model, weights) once for the whole file: the CLI is what is under test here."""
+    monkeypatch.setattr(camlens, "load_model", _cached_load_model)
+    yield
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def run(runner: CliRunner, *args: str | Path) -> Result:
+    return runner.invoke(cli.main, [str(arg) for arg in args])
+
+
+def assert_drawn(path: Path) -> None:
+    """The file is a PNG with real pictures on it, not a blank canvas."""
+    assert path.is_file(), f"{path} was not written"
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        pixels = np.asarray(image.convert("RGB"), dtype=np.float64)
+    assert pixels.std() > 20
+    assert (pixels < 250).mean() > 0.5  # mostly pictures, little white background
+
+
+def shared_image(name: str) -> Path:
+    path = SHARED_IMAGES / name
+    if not path.is_file():
+        pytest.skip(f"shared test image {name} is absent")
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Success
+# --------------------------------------------------------------------------------------------
+
+
+def test_version(runner: CliRunner) -> None:
+    result = run(runner, "--version")
+    assert result.exit_code == 0
+    assert result.output.strip() == f"camlens {camlens.__version__}"
+
+
+def test_help_lists_the_commands(runner: CliRunner) -> None:
+    result = run(runner, "--help")
+    assert result.exit_code == 0
+    for command in ("explain", "layers", "demo"):
+        assert command in result.output
+
+
+def test_sample_image_ships_with_the_package() -> None:
+    with Image.open(SAMPLE) as image:
+        assert image.size == (451, 300)
+
+
+def test_explain_writes_one_labelled_png_per_image(runner: CliRunner, tmp_path: Path) -> None:
+    coffee = shared_image("coffee.png")
+    result = run(runner, "explain", SAMPLE, coffee, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""  # no progress bar when stderr is not a terminal
+    for stem in ("chelsea", "coffee"):
+        written = tmp_path / "out" / f"{stem}-camlens.png"
+        assert_drawn(written)
+        assert f"wrote {written}" in result.stdout
+    assert result.stdout.count("top-5 predictions") == 2
+    assert result.stdout.count("  5. ") == 2
+    cat_block = result.stdout.split("coffee.png")[0]
+    assert "cat" in cat_block and "%" in cat_block
+    assert "espresso" in result.stdout
+
+
+def test_explain_defaults_to_the_current_folder(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "pictures").mkdir()
+    (tmp_path / "work").mkdir()
+    image = tmp_path / "pictures" / "cat.png"
+    shutil.copy(SAMPLE, image)
+    monkeypatch.chdir(tmp_path / "work")
+    result = run(runner, "explain", image)
+    assert result.exit_code == 0, result.output
+    assert_drawn(tmp_path / "work" / "cat-camlens.png")
+    assert not (tmp_path / "pictures" / "cat-camlens.png").exists()
+
+
+def test_explain_several_methods_layers_and_classes(runner: CliRunner, tmp_path: Path) -> None:
+    single = run(runner, "explain", SAMPLE, "--out", tmp_path / "one")
+    result = run(
+        runner,
+        "explain",
+        SAMPLE,
+        "--method", "gradcam",
+        "--method", "gradcam++",
+        "--layer", "auto",
+        "--layer", "_blocks.10",
+        "--top-k", "2",
+        "--colormap", "viridis",
+        "--alpha", "0.3",
+        "--out", tmp_path / "many",
+    )  # fmt: skip
+    assert single.exit_code == 0 and result.exit_code == 0, result.output
+    with Image.open(tmp_path / "one" / "chelsea-camlens.png") as image:
+        small = image.size
+    with Image.open(tmp_path / "many" / "chelsea-camlens.png") as image:
+        large = image.size
+    assert large[0] > small[0] * 1.5  # 5 columns instead of 3
+    assert large[1] > small[1] * 3  # 2 layers x 2 classes = 4 rows instead of 1
+    assert_drawn(tmp_path / "many" / "chelsea-camlens.png")
+    explained = next(line for line in result.stdout.splitlines() if line.startswith("explained"))
+    assert "gradcam, gradcam++" in explained and "_blocks.10" in explained
+    assert explained.count("(") == 2  # two classes
+
+
+@pytest.mark.parametrize("target", ["tiger_cat", "Tiger Cat", "282"])
+def test_explain_target_by_name_or_index(runner: CliRunner, tmp_path: Path, target: str) -> None:
+    result = run(runner, "explain", SAMPLE, "--target", target, "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "explained tiger cat (282) with gradcam" in result.stdout
+
+
+def test_explain_never_overwrites_an_input(runner: CliRunner, tmp_path: Path) -> None:
+    first, second = tmp_path / "cat.png", tmp_path / "cat-camlens.png"
+    shutil.copy(SAMPLE, first)
+    shutil.copy(SAMPLE, second)
+    before = second.read_bytes()
+    result = run(runner, "explain", first, second, "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert second.read_bytes() == before
+    assert_drawn(tmp_path / "cat-camlens-2.png")
+    assert_drawn(tmp_path / "cat-camlens-camlens.png")
+
+
+def test_explain_torchvision_model_with_random_weights(runner: CliRunner, tmp_path: Path) -> None:
+    result = run(
+        runner, "explain", SAMPLE, "--model", "resnet18", "--weights", "none",
+        "--layer", "layer3", "--out", tmp_path,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "at layer3" in result.stdout
+    assert_drawn(tmp_path / "chelsea-camlens.png")
+
+
+def test_layers_lists_the_model_in_execution_order(runner: CliRunner) -> None:
+    result = run(runner, "layers")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert "execution order" in lines[0]
+    assert lines[1].split() == ["name", "type", "output", "shape"]
+    names = [line[2:].split()[0] for line in lines[2:]]
+    infos = camlens.list_layers(camlens.load_model(weights=None))
+    assert names == [info.name for info in infos]
+    auto = [line for line in lines if line.startswith("* ")]
+    assert len(auto) == 1
+    assert auto[0][2:].split()[0] == next(info.name for info in infos if info.is_auto)
+    assert "(1, 32, 112, 112)" in result.stdout
+
+
+def test_demo_writes_the_sample_explanation(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = run(runner, "demo")
+    assert result.exit_code == 0, result.output
+    assert_drawn(tmp_path / "camlens-demo.png")
+    assert "top-5 predictions" in result.stdout
+    assert "wrote camlens-demo.png" in result.stdout
+    elsewhere = run(runner, "demo", "--out", tmp_path / "demo")
+    assert elsewhere.exit_code == 0, elsewhere.output
+    assert_drawn(tmp_path / "demo" / "camlens-demo.png")
+
+
+# --------------------------------------------------------------------------------------------
+# Errors: one line on stderr, exit code 2, no traceback
+# --------------------------------------------------------------------------------------------
+
+
+def error_cases(tmp: Path) -> dict[str, tuple[list[str | Path], str]]:
+    not_an_image = tmp / "notes.png"
+    not_an_image.write_text("not a picture")
+    a_file = tmp / "a-file"
+    a_file.write_text("")
+    blocked = tmp / "blocked"
+    (blocked / "chelsea-camlens.png").mkdir(parents=True)  # a folder where the PNG should go
+    return {
+        "missing image": (["explain", tmp / "missing.png"], "not found"),
+        "image is a folder": (["explain", tmp], "not a file"),
+        "unreadable image": (["explain", not_an_image], "cannot read image"),
+        "unknown model": (["explain", SAMPLE, "--model", "resnet1800"], "unknown model"),
+        "unknown layer": (["explain", SAMPLE, "--layer", "features.99"], "features.99"),
+        "unknown method": (["explain", SAMPLE, "--method", "gradcm"], "unknown method"),
+        "unknown class": (["explain", SAMPLE, "--target", "flying teapot"], "unknown class"),
+        "class index too large": (["explain", SAMPLE, "--target", "5000"], "out of range"),
+        "bad colormap": (["explain", SAMPLE, "--colormap", "jett"], "'jet'"),
+        "alpha above 1": (["explain", SAMPLE, "--alpha", "1.5"], "--alpha"),
+        "alpha below 0": (["explain", SAMPLE, "--alpha=-0.5"], "--alpha"),
+        "target and top-k": (["explain", SAMPLE, "--target", "3", "--top-k", "2"], "--top-k"),
+        "out is a file": (["explain", SAMPLE, "--out", a_file], "is a file"),
+        "out cannot be made": (["explain", SAMPLE, "--out", a_file / "sub"], "--out"),
+        "png cannot be written": (["explain", SAMPLE, "--out", blocked], "cannot write"),
+        "layers of unknown model": (["layers", "--model", "nosuchnet"], "unknown model"),
+        "demo out cannot be made": (["demo", "--out", a_file / "sub"], "--out"),
+    }
+
+
+ERROR_NAMES = [
+    "missing image",
+    "image is a folder",
+    "unreadable image",
+    "unknown model",
+    "unknown layer",
+    "unknown method",
+    "unknown class",
+    "class index too large",
+    "bad colormap",
+    "alpha above 1",
+    "alpha below 0",
+    "target and top-k",
+    "out is a file",
+    "out cannot be made",
+    "png cannot be written",
+    "layers of unknown model",
+    "demo out cannot be made",
+]
+
+
+def assert_one_line_error(result: Result, expected: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert isinstance(result.exception, SystemExit)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert "; " in lines[0]  # the problem, then the way out
+    assert expected in lines[0]
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("case", ERROR_NAMES)
+def test_errors_are_one_line_with_exit_code_2(runner: CliRunner, tmp_path: Path, case: str) -> None:
+    cases = error_cases(tmp_path)
+    assert set(cases) == set(ERROR_NAMES)
+    args, expected = cases[case]
+    assert_one_line_error(run(runner, *args), expected)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_cuda_without_a_gpu_is_an_error(runner: CliRunner) -> None:
+    assert_one_line_error(run(runner, "explain", SAMPLE, "--device", "cuda"), "--device cpu")
+
+
+def test_click_usage_errors_exit_2(runner: CliRunner) -> None:
+    result = run(runner, "explain")
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+
+
+def test_ambiguous_class_name_asks_for_the_index() -> None:
+    with pytest.raises(cli.CommandError, match=r"several classes \(0, 2\)"):
+        cli._resolve_target("crane", ["crane", "heron", "Crane"])
+    assert cli._resolve_target("heron", ["crane", "heron"]) == 1
+    with pytest.raises(cli.CommandError, match="class index"):
+        cli._resolve_target("crane", None)

@@ -1,0 +1,327 @@
+"""The engine's promises: one pass, the user's model untouched, batches, targets, outputs."""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import camlens
+from tests.conftest import SmallCNN
+
+ALL_METHODS = camlens.list_methods()
+TWO_LAYERS = ("stem", "block.0")
+
+
+class CountingModel(nn.Module):
+    """Counts calls of the wrapped model's forward."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.inner(x)
+
+
+def _hooks(model: nn.Module) -> int:
+    return sum(
+        len(m._forward_hooks)
+        + len(m._forward_pre_hooks)
+        + len(m._backward_hooks)
+        + len(getattr(m, "_backward_pre_hooks", {}))
+        for m in model.modules()
+    )
+
+
+def _snapshot(model: nn.Module) -> dict[str, object]:
+    return {
+        "state": {k: v.clone() for k, v in model.state_dict().items()},
+        "training": [m.training for m in model.modules()],
+        "requires_grad": [p.requires_grad for p in model.parameters()],
+        "grad": [None if p.grad is None else p.grad.clone() for p in model.parameters()],
+        "hooks": _hooks(model),
+    }
+
+
+def _assert_unchanged(model: nn.Module, before: dict[str, object]) -> None:
+    after = _snapshot(model)
+    assert after["training"] == before["training"]
+    assert after["requires_grad"] == before["requires_grad"]
+    assert after["hooks"] == before["hooks"] == 0
+    for a, b in zip(after["grad"], before["grad"], strict=True):
+        assert (a is None and b is None) or torch.equal(a, b)
+    assert after["state"].keys() == before["state"].keys()
+    for key, value in before["state"].items():
+        assert torch.equal(after["state"][key], value), key
+
+
+def test_one_forward_pass_for_eight_methods_on_two_layers(small_cnn) -> None:
+    counting = CountingModel(small_cnn)
+    x = torch.randn(2, 3, 16, 16)
+    explanation = camlens.explain(
+        counting, x, methods=ALL_METHODS, layers=("inner.stem", "inner.block")
+    )
+    assert counting.calls == 1
+    assert len(explanation.maps) == 16
+    assert all(p.grad is None for p in counting.parameters())
+
+
+def test_auto_costs_at_most_one_probe_and_is_cached(small_cnn) -> None:
+    counting = CountingModel(small_cnn)
+    x = torch.randn(1, 3, 16, 16)
+    first = camlens.explain(counting, x, methods=ALL_METHODS)
+    assert counting.calls == 2  # probe + the explained pass
+    second = camlens.explain(counting, x, methods=ALL_METHODS)
+    assert counting.calls == 3  # the auto choice is cached per model and input shape
+    assert first.layers == second.layers == ["inner.block"]
+
+
+def test_model_unchanged_after_success_in_train_mode_with_existing_grads(small_cnn) -> None:
+    small_cnn.train()
+    small_cnn.fc.weight.grad = torch.ones_like(small_cnn.fc.weight)
+    small_cnn.stem[0].weight.requires_grad_(False)
+    before = _snapshot(small_cnn)
+    camlens.explain(small_cnn, torch.randn(2, 3, 16, 16), methods=ALL_METHODS, layers=TWO_LAYERS)
+    _assert_unchanged(small_cnn, before)
+
+
+class Exploding(nn.Module):
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.explode = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.inner.block(self.inner.stem(x))
+        if self.explode:
+            raise RuntimeError("boom")
+        return self.inner.fc(torch.flatten(self.inner.pool(out), 1))
+
+
+def test_model_unchanged_and_no_hooks_after_an_exception_in_forward(small_cnn) -> None:
+    model = Exploding(small_cnn).train()
+    camlens.explain(model, torch.randn(1, 3, 16, 16))  # caches "auto", hooks gone
+    model.explode = True
+    before = _snapshot(model)
+    with pytest.raises(RuntimeError, match="boom"):
+        camlens.explain(
+            model, torch.randn(1, 3, 16, 16), methods=ALL_METHODS, layers=("inner.stem", "auto")
+        )
+    _assert_unchanged(model, before)
+
+
+def test_exception_in_custom_target_leaves_no_hooks(small_cnn) -> None:
+    before = _snapshot(small_cnn)
+
+    def bad_target(output: torch.Tensor) -> torch.Tensor:
+        raise ValueError("bad target")
+
+    with pytest.raises(ValueError, match="bad target"):
+        camlens.explain(small_cnn, torch.randn(1, 3, 16, 16), target=bad_target, layers="block")
+    _assert_unchanged(small_cnn, before)
+
+
+def test_works_inside_no_grad_and_gives_the_same_maps(small_cnn) -> None:
+    x = torch.randn(2, 3, 16, 16)
+    outside = camlens.explain(small_cnn, x, methods=ALL_METHODS, layers="block")
+    with torch.no_grad():
+        inside = camlens.explain(small_cnn, x, methods=ALL_METHODS, layers="block")
+    for key, value in outside.maps.items():
+        torch.testing.assert_close(inside.maps[key], value)
+        assert value.max() > 0
+
+
+def _reference_gradcam(model: nn.Module, x: torch.Tensor, split: int, target: int) -> torch.Tensor:
+    """Grad-CAM computed by splitting AlexNet's features by hand (no hooks)."""
+    features = model.features
+    activation = features[:split](x).detach().requires_grad_(True)
+    rest = features[split:](activation.clone())
+    logits = model.classifier(torch.flatten(model.avgpool(rest), 1))
+    (grad,) = torch.autograd.grad(logits[0, target], activation)
+    weights = grad.mean(dim=(2, 3))
+    return torch.relu(torch.einsum("nc,nchw->nhw", weights, activation.detach()))
+
+
+def test_in_place_relu_after_the_layer_gives_the_correct_map() -> None:
+    torch.manual_seed(0)
+    model = torchvision.models.alexnet(weights=None).eval()
+    assert model.features[11].inplace  # the ReLU right after features.10 works in place
+    x = torch.randn(1, 3, 96, 96)
+    target = 7
+    explanation = camlens.explain(model, x, layers="features.10", target=target)
+    expected = _reference_gradcam(model, x, 11, target)
+    torch.testing.assert_close(
+        explanation.raw[("features.10", "gradcam")], expected, rtol=1e-4, atol=1e-5
+    )
+    assert expected.max() > 0
+
+
+def test_batch_with_per_image_targets_equals_one_by_one(small_cnn) -> None:
+    x = torch.randn(3, 3, 16, 16)
+    targets = [4, 0, 2]
+    batch = camlens.explain(small_cnn, x, methods=ALL_METHODS, layers=TWO_LAYERS, target=targets)
+    assert batch.targets.tolist() == [[4], [0], [2]]
+    for i, t in enumerate(targets):
+        alone = camlens.explain(
+            small_cnn, x[i : i + 1], methods=ALL_METHODS, layers=TWO_LAYERS, target=t
+        )
+        for key, value in alone.maps.items():
+            torch.testing.assert_close(batch.maps[key][i], value[0], rtol=1e-4, atol=1e-5)
+
+
+def test_top_k_equals_explaining_each_class_with_one_forward(small_cnn) -> None:
+    counting = CountingModel(small_cnn)
+    x = torch.randn(2, 3, 16, 16)
+    top = camlens.explain(counting, x, methods=ALL_METHODS, layers="inner.block", top_k=3)
+    assert counting.calls == 1
+    ranked = small_cnn(x).topk(3, dim=1).indices
+    assert torch.equal(top.targets, ranked)
+    for rank in range(3):
+        single = camlens.explain(
+            small_cnn, x, methods=ALL_METHODS, layers="block", target=ranked[:, rank].tolist()
+        )
+        for method in ALL_METHODS:
+            got = top.maps[("inner.block", method)][:, rank]
+            torch.testing.assert_close(got, single.maps[("block", method)], rtol=1e-4, atol=1e-5)
+    assert top.maps[("inner.block", "gradcam")].shape == (2, 3, 16, 16)
+
+
+def test_target_by_name_with_suggestion(lite0) -> None:
+    x = torch.zeros(1, 3, 64, 64)
+    explanation = camlens.explain(lite0, x, target="Tiger Cat")
+    assert explanation.targets.tolist() == [[282]]
+    assert explanation.labels == [["tiger cat"]]
+    with pytest.raises(ValueError, match="did you mean 'tiger cat'"):
+        camlens.explain(lite0, x, target="tigre cat")
+
+
+def test_target_errors(small_cnn) -> None:
+    x = torch.randn(2, 3, 16, 16)
+    with pytest.raises(ValueError, match="out of range"):
+        camlens.explain(small_cnn, x, target=5)
+    with pytest.raises(ValueError, match="3 classes for 2 images"):
+        camlens.explain(small_cnn, x, target=[1, 2, 3])
+    with pytest.raises(ValueError, match="class names are unknown"):
+        camlens.explain(small_cnn, x, target="cat")
+    with pytest.raises(TypeError, match="not supported"):
+        camlens.explain(small_cnn, x, target=1.5)
+
+
+def test_callable_target_explains_a_custom_score(small_cnn) -> None:
+    x = torch.randn(2, 3, 16, 16)
+    custom = camlens.explain(small_cnn, x, layers="block", target=lambda out: out[:, 1] - out[:, 2])
+    assert custom.targets is None
+    # Grad-CAM is linear in the gradient before the ReLU: compare with the raw weighted sums.
+    one = camlens.explain(small_cnn, x, layers="block", target=1, methods="hirescam")
+    assert custom.maps[("block", "gradcam")].shape == (2, 16, 16)
+    assert not torch.equal(custom.maps[("block", "gradcam")], one.maps[("block", "hirescam")])
+
+
+class TupleOutput(nn.Module):
+    def __init__(self, inner: nn.Module, kind: str) -> None:
+        super().__init__()
+        self.inner, self.kind = inner, kind
+
+    def forward(self, x: torch.Tensor) -> object:
+        logits = self.inner(x)
+        if self.kind == "tuple":
+            return logits, torch.zeros(1)
+        if self.kind == "dict":
+            return {"aux": torch.zeros(1), "logits": logits}
+        return ModelOutputLike(logits=logits)
+
+
+class ModelOutputLike(OrderedDict):
+    """Mimics transformers' ModelOutput: a dict with attribute access."""
+
+    def __getattr__(self, name: str) -> object:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+@pytest.mark.parametrize("kind", ["tuple", "dict", "model-output"])
+def test_model_output_types(small_cnn, kind) -> None:
+    x = torch.randn(2, 3, 16, 16)
+    expected = camlens.explain(small_cnn, x, layers="block")
+    got = camlens.explain(TupleOutput(small_cnn, kind), x, layers="inner.block")
+    torch.testing.assert_close(
+        got.maps[("inner.block", "gradcam")], expected.maps[("block", "gradcam")]
+    )
+    torch.testing.assert_close(got.logits, expected.logits)
+
+
+def test_frozen_model_still_explains(small_cnn) -> None:
+    for parameter in small_cnn.parameters():
+        parameter.requires_grad_(False)
+    x = torch.randn(1, 3, 16, 16)
+    frozen = camlens.explain(small_cnn, x, methods=ALL_METHODS, layers=TWO_LAYERS)
+    for parameter in small_cnn.parameters():
+        parameter.requires_grad_(True)
+    free = camlens.explain(small_cnn, x, methods=ALL_METHODS, layers=TWO_LAYERS)
+    for key, value in free.maps.items():
+        torch.testing.assert_close(frozen.maps[key], value)
+    assert all(not p.requires_grad for p in []) and all(
+        p.grad is None for p in small_cnn.parameters()
+    )
+
+
+def test_shared_module_is_explained_at_its_last_call() -> None:
+    class SharedActivation(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(3, 4, 3, padding=1)
+            self.head = nn.Conv2d(4, 6, 3, stride=2, padding=1)
+            self.act = nn.ReLU()
+            self.fc = nn.Linear(6, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.act(self.head(self.act(self.stem(x))))
+            return self.fc(x.mean(dim=(2, 3)))
+
+    torch.manual_seed(0)
+    model = SharedActivation().eval()
+    x = torch.randn(1, 3, 8, 8)
+    explanation = camlens.explain(model, x, layers="auto", methods="eigencam")
+    assert explanation.layers == ["act"]
+    assert explanation.raw[("act", "eigencam")].shape == (
+        1,
+        4,
+        4,
+    )  # the head call, not the stem's 8x8
+
+
+def test_device_mismatch_is_a_clear_error(small_cnn) -> None:
+    with pytest.raises(ValueError, match="not a device"):
+        camlens.explain(small_cnn, torch.randn(1, 3, 8, 8), device="gpu0")
+
+
+def test_non_spatial_layer_is_a_clear_error(small_cnn) -> None:
+    with pytest.raises(ValueError, match=r"layer 'fc' output has shape \(1, 5\)"):
+        camlens.explain(small_cnn, torch.randn(1, 3, 8, 8), layers="fc")
+
+
+def test_a_model_copy_is_not_needed(small_cnn) -> None:
+    twin = copy.deepcopy(small_cnn)
+    x = torch.randn(1, 3, 16, 16)
+    camlens.explain(small_cnn, x, methods=ALL_METHODS, layers=TWO_LAYERS)
+    torch.testing.assert_close(small_cnn(x), twin(x))
+
+
+def test_explanation_indexing(small_cnn) -> None:
+    x = torch.randn(1, 3, 16, 16)
+    one = camlens.explain(small_cnn, x, methods=["gradcam", "layercam"], layers="block")
+    assert torch.equal(one["gradcam"], one.maps[("block", "gradcam")])
+    two = camlens.explain(small_cnn, x, layers=TWO_LAYERS)
+    with pytest.raises(KeyError, match="several layers"):
+        two["gradcam"]
+    assert torch.equal(two[("stem", "gradcam")], two.maps[("stem", "gradcam")])
+    assert isinstance(SmallCNN, type)

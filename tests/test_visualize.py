@@ -1,0 +1,311 @@
+"""Tests of camlens._visualize: overlay values, colormaps, and the labelled figures."""
+
+from __future__ import annotations
+
+import io
+from types import SimpleNamespace
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+from PIL import Image
+
+from camlens._visualize import (
+    explanation_figure,
+    figure_to_png_bytes,
+    grid,
+    heatmap_image,
+    overlay,
+)
+
+JET = matplotlib.colormaps["jet"]
+
+
+def colour(cmap_value: tuple[float, ...]) -> tuple[int, int, int]:
+    """The uint8 RGB of a colormap entry, rounded the way overlay rounds."""
+    return tuple(int(np.rint(channel * 255)) for channel in cmap_value[:3])  # type: ignore[return-value]
+
+
+def fake_explanation(
+    batch: int = 2,
+    layers: tuple[str, ...] = ("features.6", "features.3"),
+    methods: tuple[str, ...] = ("gradcam", "gradcam++"),
+    classes: int | None = None,
+    size: int = 32,
+    map_size: int = 7,
+    model_name: str | None = "tinynet",
+    with_labels: bool = True,
+    with_targets: bool = True,
+) -> SimpleNamespace:
+    """A stand-in with the attributes of the contract's Explanation, with known probabilities."""
+    generator = torch.Generator().manual_seed(0)
+    shape = (batch, map_size, map_size) if classes is None else (batch, classes, map_size, map_size)
+    k = 1 if classes is None else classes
+    maps = {
+        (layer, method): torch.rand(shape, generator=generator)
+        for layer in layers
+        for method in methods
+    }
+    probs = torch.full((batch, 10), 0.01)
+    targets = torch.tensor([[(i + r) % 10 for r in range(k)] for i in range(batch)])
+    for i in range(batch):
+        probs[i, targets[i, 0]] = 0.5
+        probs[i, (i + 1) % 10] = 0.25
+    names = [f"animal{c}" for c in range(10)]
+    return SimpleNamespace(
+        images=torch.rand((batch, 3, size, size), generator=generator),
+        maps=maps,
+        raw=maps,
+        layers=list(layers),
+        methods=list(methods),
+        targets=targets if with_targets else None,
+        labels=[[names[int(t)] for t in row] for row in targets]
+        if with_labels and with_targets
+        else None,
+        categories=names if with_labels else None,
+        probs=probs,
+        logits=probs.log(),
+        model_name=model_name,
+    )
+
+
+def titles(figure: Figure) -> list[str]:
+    return [ax.get_title() for ax in figure.axes]
+
+
+def row_titles(figure: Figure, row: int, columns: int) -> str:
+    return "\n".join(titles(figure)[row * columns : (row + 1) * columns])
+
+
+# --------------------------------------------------------------------------------------------
+# overlay and heatmap_image
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def picture() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, size=(30, 40, 3), dtype=np.uint8)
+
+
+def test_alpha_zero_returns_the_image(picture: np.ndarray) -> None:
+    heat = torch.rand(30, 40)
+    as_tensor = torch.from_numpy(picture).permute(2, 0, 1) / 255.0
+    for image in (picture, Image.fromarray(picture), as_tensor):
+        result = overlay(image, heat, alpha=0.0)
+        assert isinstance(result, Image.Image)
+        assert result.mode == "RGB"
+        np.testing.assert_array_equal(np.asarray(result), picture)
+
+
+def test_alpha_one_returns_the_colormap_colour(picture: np.ndarray) -> None:
+    cold = np.asarray(overlay(picture, torch.zeros(30, 40), alpha=1.0))
+    hot = np.asarray(overlay(picture, torch.ones(30, 40), alpha=1.0))
+    assert tuple(cold[0, 0]) == colour(JET(0.0)) == (0, 0, 128)  # jet at 0 is (0, 0, 0.5)
+    assert tuple(hot[0, 0]) == colour(JET(1.0)) == (128, 0, 0)  # jet at 1 is (0.5, 0, 0)
+    assert (cold == cold[0, 0]).all() and (hot == hot[0, 0]).all()
+    heat = torch.rand(30, 40)
+    np.testing.assert_array_equal(
+        np.asarray(overlay(picture, heat, alpha=1.0)), np.asarray(heatmap_image(heat))
+    )
+
+
+def test_overlay_blends_linearly() -> None:
+    picture = np.full((4, 4, 3), 200, dtype=np.uint8)
+    result = np.asarray(overlay(picture, np.zeros((4, 4)), colormap="viridis", alpha=0.25))
+    viridis_at_0 = np.array(matplotlib.colormaps["viridis"](0.0)[:3])
+    expected = np.rint((0.75 * 200 / 255 + 0.25 * viridis_at_0) * 255)
+    np.testing.assert_array_equal(result[0, 0], expected.astype(np.uint8))
+
+
+def test_heatmap_is_resized_to_the_image(picture: np.ndarray) -> None:
+    constant = overlay(picture, torch.full((7, 7), 0.5), alpha=1.0)
+    assert constant.size == (40, 30)
+    assert (np.asarray(constant) == colour(JET(0.5))).all()
+    ramp = torch.linspace(0, 1, 5).repeat(5, 1)  # cold on the left, hot on the right
+    result = np.asarray(overlay(Image.fromarray(picture), ramp, alpha=1.0))
+    assert result.shape == (30, 40, 3)
+    assert tuple(result[15, 0]) == colour(JET(0.0)) or result[15, 0, 2] > result[15, 0, 0]
+    assert result[15, -1, 0] > result[15, -1, 2]
+
+
+def test_heatmap_image_colours_each_value() -> None:
+    image = heatmap_image(np.array([[0.0, 1.0], [0.5, np.nan]]), colormap="gray")
+    assert image.size == (2, 2) and image.mode == "RGB"
+    array = np.asarray(image)
+    assert tuple(array[0, 0]) == (0, 0, 0)
+    assert tuple(array[0, 1]) == (255, 255, 255)
+    assert tuple(array[1, 1]) == (0, 0, 0)  # NaN draws as 0
+
+
+def test_unknown_colormap_names_close_valid_ones(picture: np.ndarray) -> None:
+    with pytest.raises(ValueError, match="'jet'"):
+        overlay(picture, torch.zeros(30, 40), colormap="jett")
+    with pytest.raises(ValueError, match="'viridis'"):
+        heatmap_image(torch.zeros(3, 3), colormap="Viridis")
+    with pytest.raises(TypeError, match="colormap"):
+        overlay(picture, torch.zeros(30, 40), colormap=3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("alpha", [-0.1, 1.5, float("nan")])
+def test_alpha_outside_unit_interval_is_an_error(picture: np.ndarray, alpha: float) -> None:
+    with pytest.raises(ValueError, match=r"`alpha` must be in \[0, 1\]"):
+        overlay(picture, torch.zeros(30, 40), alpha=alpha)
+
+
+def test_alpha_of_wrong_type_is_a_type_error(picture: np.ndarray) -> None:
+    with pytest.raises(TypeError, match="alpha"):
+        overlay(picture, torch.zeros(30, 40), alpha="0.5")  # type: ignore[arg-type]
+
+
+def test_normalised_tensor_is_rejected_with_the_fix() -> None:
+    with pytest.raises(ValueError, match="un-normalised"):
+        overlay(torch.randn(3, 8, 8) * 3, torch.zeros(8, 8))
+
+
+def test_wrong_shapes_are_rejected(picture: np.ndarray) -> None:
+    with pytest.raises(ValueError, match=r"\(H, W\)"):
+        overlay(picture, torch.zeros(2, 30, 40))
+    with pytest.raises(ValueError, match=r"\(3, H, W\)"):
+        overlay(torch.rand(2, 3, 8, 8), torch.zeros(8, 8))
+    with pytest.raises(TypeError, match="image"):
+        overlay([[0.0]], torch.zeros(8, 8))  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------------
+# Figures
+# --------------------------------------------------------------------------------------------
+
+
+def test_explanation_figure_has_one_row_per_image_layer_and_class() -> None:
+    exp = fake_explanation(batch=2)
+    figure = explanation_figure(exp)
+    columns = 1 + 2 * 2
+    assert isinstance(figure, Figure)
+    assert len(figure.axes) == 2 * 2 * columns
+    assert all(not ax.axison for ax in figure.axes)
+    first = row_titles(figure, 0, columns)
+    expected = ("tinynet", "features.6", "gradcam", "gradcam++", "heatmap", "overlay", "animal0")
+    for text in (*expected, "50.0%"):
+        assert text in first
+    assert "features.3" in row_titles(figure, 1, columns)
+    last = row_titles(figure, 3, columns)
+    assert "animal1" in last and "features.3" in last and "image 1" in last
+
+
+def test_explanation_figure_index_picks_one_image() -> None:
+    figure = explanation_figure(fake_explanation(batch=3), index=2)
+    assert len(figure.axes) == 2 * 5
+    assert "animal2" in "".join(titles(figure))
+    with pytest.raises(ValueError, match="out of range"):
+        explanation_figure(fake_explanation(batch=3), index=3)
+
+
+def test_explanation_figure_draws_each_of_top_k_classes() -> None:
+    exp = fake_explanation(batch=1, layers=("layer4",), methods=("gradcam",), classes=3)
+    figure = explanation_figure(exp)
+    assert len(figure.axes) == 3 * 3
+    joined = "\n".join(titles(figure))
+    for name in ("animal0", "animal1", "animal2"):
+        assert name in joined
+    assert "50.0%" in joined and "25.0%" in joined and "1.0%" in joined
+
+
+def test_explanation_figure_without_names_or_targets() -> None:
+    no_names = explanation_figure(fake_explanation(batch=1, with_labels=False, model_name=None))
+    assert "class 0" in titles(no_names)[0]
+    no_targets = explanation_figure(fake_explanation(batch=1, with_targets=False))
+    assert "custom target" in titles(no_targets)[0]
+
+
+def test_explanation_figure_checks_drawing_arguments() -> None:
+    with pytest.raises(ValueError, match="colormap"):
+        explanation_figure(fake_explanation(), colormap="nope")
+    with pytest.raises(ValueError, match="alpha"):
+        explanation_figure(fake_explanation(), alpha=2)
+
+
+def test_grid_rows_per_explanation_and_layer_columns_per_method() -> None:
+    models = [fake_explanation(model_name=f"net{n}") for n in range(5)]
+    figure = grid(models)
+    columns = 1 + 2 * 2
+    assert len(figure.axes) == 5 * 2 * columns
+    for n in range(5):
+        for j, layer in enumerate(("features.6", "features.3")):
+            row = row_titles(figure, 2 * n + j, columns)
+            assert f"net{n}" in row and layer in row and "gradcam++ overlay" in row
+            assert "animal0" in row and "50.0%" in row
+    width, height = figure.get_size_inches()
+    assert width == pytest.approx(columns * 2.2)
+    assert height / 10 >= 2.2
+
+
+def test_grid_names_index_and_missing_methods() -> None:
+    a = fake_explanation(layers=("layer4",), methods=("gradcam",))
+    b = fake_explanation(layers=("features.8",), methods=("gradcam++",))
+    figure = grid([a, b], names=["resnet", "effnet"], index=1)
+    assert len(figure.axes) == 2 * 5
+    assert titles(figure)[0].startswith("resnet") and titles(figure)[5].startswith("effnet")
+    assert "animal1" in titles(figure)[0]
+    # b has no gradcam map: its gradcam panels are blank, its gradcam++ panels are drawn.
+    assert titles(figure)[6] == "" and titles(figure)[8] == ""
+    assert "gradcam++" in titles(figure)[7]
+    single = grid(a)
+    assert len(single.axes) == 3
+
+
+def test_grid_errors() -> None:
+    with pytest.raises(ValueError, match="names"):
+        grid([fake_explanation(), fake_explanation()], names=["one"])
+    with pytest.raises(ValueError, match="empty"):
+        grid([])
+    with pytest.raises(ValueError, match="out of range"):
+        grid(fake_explanation(batch=2), index=5)
+
+
+def test_figure_to_png_bytes_renders_and_frees_the_figure() -> None:
+    figure = grid(fake_explanation(batch=1, layers=("layer4",), methods=("gradcam",)))
+    width, height = figure.get_size_inches()
+    data = figure_to_png_bytes(figure, dpi=50)
+    assert data.startswith(b"\x89PNG")
+    assert not figure.axes
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.size == (round(width * 50), round(height * 50))
+        pixels = np.asarray(image.convert("RGB"))
+    assert pixels.std() > 10  # pictures were drawn, not a blank canvas
+
+
+def test_no_pyplot_figures_are_created() -> None:
+    import matplotlib.pyplot as plt
+
+    before = plt.get_fignums()
+    for _ in range(3):
+        figure_to_png_bytes(explanation_figure(fake_explanation(batch=1)), dpi=20)
+        grid([fake_explanation(batch=1)] * 2)
+    assert plt.get_fignums() == before
+
+
+def test_figure_of_a_real_explanation() -> None:
+    camlens = pytest.importorskip("camlens")
+    if not hasattr(camlens, "explain"):
+        pytest.skip("camlens.explain is not available yet")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(4, 4, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4, 3),
+    ).eval()
+    exp = camlens.explain(
+        model, torch.randn(2, 3, 16, 16), methods=("gradcam", "gradcam++"), layers=("2", "0")
+    )
+    figure = explanation_figure(exp, index=1)
+    assert len(figure.axes) == 2 * 5
+    assert "gradcam++" in "".join(titles(figure))
+    assert figure_to_png_bytes(figure).startswith(b"\x89PNG")
+    overview = grid([exp, exp], names=["first", "second"])
+    assert len(overview.axes) == 4 * 5
