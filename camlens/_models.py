@@ -156,7 +156,8 @@ def _torchvision(name: str, weights: str | os.PathLike[str] | None) -> LoadedMod
         except Exception as error:  # urllib/HTTP/OS errors vary with the platform
             raise InputError(
                 f"cannot fetch {name!r} weights {chosen.name} ({type(error).__name__}: offline?); "
-                "pass weights=None for random weights, a path to a downloaded state-dict file, or "
+                "pass weights=None (CLI: --weights none) for random weights, a path to a downloaded "
+                "state-dict file, or "
                 f"use the offline default model {DEFAULT_MODEL!r}"
             ) from None
         categories = list(chosen.meta["categories"])

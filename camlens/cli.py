@@ -55,6 +55,9 @@ def _reports_errors(command: Command) -> Command:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
+        except BrokenPipeError:  # output piped into `head` and closed early: not an error
+            sys.stderr.close()
+            raise click.exceptions.Exit(0) from None
         except (CommandError, CamlensError, ValueError, TypeError) as error:
             message = str(error) or type(error).__name__
         except OSError as error:
