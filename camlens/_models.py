@@ -156,9 +156,8 @@ def _torchvision(name: str, weights: str | os.PathLike[str] | None) -> LoadedMod
         except Exception as error:  # urllib/HTTP/OS errors vary with the platform
             raise InputError(
                 f"cannot fetch {name!r} weights {chosen.name} ({type(error).__name__}: offline?); "
-                "pass weights=None (CLI: --weights none) for random weights, a path to a downloaded "
-                "state-dict file, or "
-                f"use the offline default model {DEFAULT_MODEL!r}"
+                "pass weights=None (CLI: --weights none) for random weights, a path to a "
+                f"downloaded state-dict file, or use the offline default model {DEFAULT_MODEL!r}"
             ) from None
         categories = list(chosen.meta["categories"])
     else:
