@@ -51,15 +51,23 @@ def forward_only(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
     return run
 
 
-def measure(cases: dict[str, Callable[[], None]], repeats: int, warmup: int) -> dict[str, float]:
+def measure(
+    cases: dict[str, Callable[[], None]], repeats: int, warmup: int, device: torch.device
+) -> dict[str, float]:
+    def sync() -> None:
+        if device.type == "cuda":  # CUDA runs asynchronously: wait before reading the clock
+            torch.cuda.synchronize(device)
+
     for _ in range(warmup):
         for run in cases.values():
             run()
     times: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(repeats):
         for name, run in cases.items():  # interleaved: every case sees the same machine state
+            sync()
             start = time.perf_counter()
             run()
+            sync()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in times.items()}
 
@@ -97,7 +105,7 @@ def main() -> None:
                 model, x, methods=METHODS, layers=("layer4", "layer3")
             ),
         }
-        medians = measure(cases, repeats, warmup)
+        medians = measure(cases, repeats, warmup, device)
         one = medians["floor: forward + grad to layer4"]
         two = medians["floor: forward + grad to layer4 and layer3"]
         for name, value in medians.items():

@@ -80,7 +80,9 @@ def _device(device: str | torch.device | None) -> torch.device:
 def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
     """Load a weights file without unpickling arbitrary objects."""
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols it reads anyway
+            warnings.simplefilter("ignore", UserWarning)
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
         raise InputError(
             f"cannot load {str(path)!r} as weights ({type(error).__name__}); camlens only reads "
