@@ -315,6 +315,7 @@ def _run(
         a = activation.detach().float()
         g = gradient.detach().float() if gradient is not None else None
         a_rows = a.repeat_interleave(k, dim=0) if k > 1 else a
+        layer_raws = []
         for method in methods:
             if method.needs_gradients:
                 layer_raw = method.function(LayerTensors(a_rows, g))
@@ -326,10 +327,13 @@ def _run(
                     f"{method.name} at layer {name!r} is not finite: the model produced NaN or Inf "
                     "activations or gradients; check the input and the model's weights"
                 )
-            normalised = _upsample_and_normalise(layer_raw, size)
-            shape = (x.shape[0], k) if top_k is not None else (x.shape[0],)
+            layer_raws.append(layer_raw)
+        # One upsampling for all methods of the layer; normalisation stays per map.
+        normalised = _upsample_and_normalise(torch.cat(layer_raws), size).chunk(len(methods))
+        shape = (x.shape[0], k) if top_k is not None else (x.shape[0],)
+        for method, layer_raw, layer_map in zip(methods, layer_raws, normalised, strict=True):
             raw[(name, method.name)] = layer_raw.reshape(*shape, *layer_raw.shape[1:]).cpu()
-            maps[(name, method.name)] = normalised.reshape(*shape, *size).cpu()
+            maps[(name, method.name)] = layer_map.reshape(*shape, *size).cpu()
     detached_logits = logits.detach().float().cpu()
     return Explanation(
         maps=maps,

@@ -124,9 +124,12 @@ def resolve_layer(
 @contextmanager
 def _recording(
     model: nn.Module,
-) -> Iterator[tuple[list[str], dict[str, tuple[int, ...] | None], dict[str, int]]]:
-    """Record, for every submodule, its start order, last output and number of calls."""
-    started: list[str] = []
+) -> Iterator[tuple[dict[str, None], dict[str, tuple[int, ...] | None], dict[str, int]]]:
+    """Record, for every submodule, the start order of its last call, its output and call count.
+
+    A module that runs several times is placed at its last call, where camlens explains it.
+    """
+    started: dict[str, None] = {}  # an ordered set
     outputs: dict[str, tuple[int, ...] | None] = {}
     calls: dict[str, int] = {}
     handles = []
@@ -135,8 +138,8 @@ def _recording(
             continue
 
         def pre_hook(_module: nn.Module, _args: object, name: str = name) -> None:
-            if name not in calls:
-                started.append(name)
+            started.pop(name, None)
+            started[name] = None
             calls[name] = calls.get(name, 0) + 1
 
         def hook(_module: nn.Module, _args: object, output: object, name: str = name) -> None:
@@ -155,6 +158,8 @@ def _recording(
 
 def probe(model: nn.Module, inputs: torch.Tensor) -> list[LayerInfo]:
     """Run one forward pass without gradients and describe every module, in execution order.
+
+    A module called several times is listed at its last call.
 
     The model must already be in the mode the caller wants (the engine sets eval mode).
     """

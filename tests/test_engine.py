@@ -325,3 +325,22 @@ def test_explanation_indexing(small_cnn) -> None:
         two["gradcam"]
     assert torch.equal(two[("stem", "gradcam")], two.maps[("stem", "gradcam")])
     assert isinstance(SmallCNN, type)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"model": "resnet50"}, TypeError, "`model` must be a torch.nn.Module"),
+        ({"layers": []}, ValueError, "`layers` is empty"),
+        ({"methods": []}, ValueError, "`methods` is empty"),
+        ({"top_k": 0}, ValueError, "`top_k` must be a positive integer"),
+        ({"top_k": 6}, ValueError, "exceeds the model's 5 classes"),
+        ({"layers": "stem.9"}, ValueError, "not found in SmallCNN"),
+    ],
+)
+def test_argument_errors_name_the_argument(small_cnn, kwargs, error, match) -> None:
+    arguments = {"model": small_cnn, "inputs": torch.randn(1, 3, 8, 8), **kwargs}
+    before = _snapshot(small_cnn)
+    with pytest.raises(error, match=match):
+        camlens.explain(**arguments)
+    _assert_unchanged(small_cnn, before)

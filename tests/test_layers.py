@@ -103,6 +103,8 @@ def test_auto_on_the_offline_model_is_the_head_activation(lite0) -> None:
     assert auto[0].calls == 2 and auto[0].output_shape == (1, 1280, 7, 7)
     names = [info.name for info in layers]
     assert names.index("_conv_stem") < names.index("_blocks.0") < names.index("_conv_head")
+    # Listed where it is explained: its last call, after the head's batch norm.
+    assert names.index("_bn1") < names.index("_swish") < names.index("_avg_pooling")
 
 
 def test_auto_without_spatial_layers_is_a_clear_error() -> None:
