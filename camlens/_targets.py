@@ -38,17 +38,23 @@ def class_index(name: str, categories: Sequence[str] | None) -> int:
             f"`target` {name!r} is a class name but the model's class names are unknown; pass a "
             "class index, or a model from camlens.load_model which knows its categories"
         )
-    wanted = name.strip().lower()
-    lowered = [category.lower() for category in categories]
-    if wanted in lowered:
-        return lowered.index(wanted)
-    if wanted.isdigit() and int(wanted) < len(categories):
-        return int(wanted)
-    close = difflib.get_close_matches(wanted, lowered, n=3, cutoff=0.6)
+    if name in categories:  # exact spelling first: ImageNet has both "Cardigan" and "cardigan"
+        return list(categories).index(name)
+    keys = [_fold(category) for category in categories]
+    matches = [index for index, key in enumerate(keys) if key == _fold(name)]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        options = ", ".join(f"{categories[i]!r} = {i}" for i in matches)
+        raise InputError(
+            f"`target` class {name!r} matches several classes ({options}); pass the exact "
+            "spelling or the class index"
+        )
+    close = difflib.get_close_matches(_fold(name), keys, n=3, cutoff=0.6)
     if not close:
-        close = [c for c in lowered if wanted in c][:3]
+        close = [key for key in keys if _fold(name) in key][:3]
     hint = (
-        f" did you mean {', '.join(repr(categories[lowered.index(c)]) for c in close)}?"
+        f" did you mean {', '.join(repr(categories[keys.index(c)]) for c in close)}?"
         if close
         else ""
     )
@@ -56,6 +62,11 @@ def class_index(name: str, categories: Sequence[str] | None) -> int:
         f"`target` class {name!r} not found among the model's {len(categories)} classes;{hint} "
         "Pass an exact class name or index."
     )
+
+
+def _fold(name: str) -> str:
+    """Compare class names ignoring case, underscores and repeated spaces ("Tiger_cat")."""
+    return " ".join(name.replace("_", " ").lower().split())
 
 
 def _indices(

@@ -6,7 +6,6 @@ boundary and prints one line, ``error: <problem>; <how to fix>``, to stderr with
 
 from __future__ import annotations
 
-import difflib
 import functools
 import importlib.metadata
 import importlib.resources
@@ -21,6 +20,8 @@ from tqdm import tqdm
 
 import camlens
 from camlens._errors import CamlensError
+from camlens._registry import get_method
+from camlens._targets import class_index
 from camlens._visualize import get_colormap
 
 __all__ = ["main"]
@@ -84,15 +85,8 @@ def _version() -> str:
 
 
 def _check_methods(methods: Sequence[str]) -> list[str]:
-    known = camlens.list_methods()
-    for method in methods:
-        if method.strip().lower() not in known:
-            close = difflib.get_close_matches(method.lower(), known, n=3, cutoff=0.5)
-            hint = f"did you mean {', '.join(close)}? " if close else ""
-            raise CommandError(
-                f"unknown method {method!r}; {hint}pass --method one of: {', '.join(known)}"
-            )
-    return [method.strip().lower() for method in methods]
+    # The library's lookup, before the model loads: its error lists the closest and known names.
+    return [get_method(method).name for method in methods]
 
 
 def _check_drawing(colormap: str, alpha: float) -> None:
@@ -146,29 +140,7 @@ def _resolve_target(target: str | None, categories: Sequence[str] | None) -> int
         if index < 0:
             raise CommandError(f"--target {index} is negative; pass a class index from 0")
         return index
-    if categories is None:
-        raise CommandError(
-            f"--target {target!r} is a class name but the model has no class names; "
-            "pass a class index"
-        )
-
-    def key(name: str) -> str:
-        return " ".join(name.replace("_", " ").lower().split())
-
-    matches = [i for i, name in enumerate(categories) if key(name) == key(text)]
-    if len(matches) == 1:
-        return matches[0]
-    if len(matches) > 1:
-        raise CommandError(
-            f"--target {target!r} names several classes ({', '.join(map(str, matches))}); "
-            "pass the class index instead"
-        )
-    keys = {key(name): name for name in categories}
-    close = difflib.get_close_matches(key(text), list(keys), n=3, cutoff=0.6)
-    hint = f"closest: {', '.join(repr(keys[c]) for c in close)}; " if close else ""
-    raise CommandError(
-        f"unknown class {target!r}; {hint}pass a class name of the model or a class index"
-    )
+    return class_index(text, categories)  # the library's matcher: one line errors, suggestions
 
 
 # --------------------------------------------------------------------------------------------

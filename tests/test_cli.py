@@ -222,7 +222,7 @@ def error_cases(tmp: Path) -> dict[str, tuple[list[str | Path], str]]:
         "unknown model": (["explain", SAMPLE, "--model", "resnet1800"], "unknown model"),
         "unknown layer": (["explain", SAMPLE, "--layer", "features.99"], "features.99"),
         "unknown method": (["explain", SAMPLE, "--method", "gradcm"], "unknown method"),
-        "unknown class": (["explain", SAMPLE, "--target", "flying teapot"], "unknown class"),
+        "unknown class": (["explain", SAMPLE, "--target", "flying teapot"], "not found among"),
         "class index too large": (["explain", SAMPLE, "--target", "5000"], "out of range"),
         "bad colormap": (["explain", SAMPLE, "--colormap", "jett"], "'jet'"),
         "alpha above 1": (["explain", SAMPLE, "--alpha", "1.5"], "--alpha"),
@@ -289,8 +289,9 @@ def test_click_usage_errors_exit_2(runner: CliRunner) -> None:
 
 
 def test_ambiguous_class_name_asks_for_the_index() -> None:
-    with pytest.raises(cli.CommandError, match=r"several classes \(0, 2\)"):
-        cli._resolve_target("crane", ["crane", "heron", "Crane"])
+    with pytest.raises(ValueError, match=r"several classes \('crane' = 0, 'Crane' = 2\)"):
+        cli._resolve_target("CRANE", ["crane", "heron", "Crane"])
+    assert cli._resolve_target("crane", ["crane", "heron", "Crane"]) == 0
     assert cli._resolve_target("heron", ["crane", "heron"]) == 1
-    with pytest.raises(cli.CommandError, match="class index"):
+    with pytest.raises(ValueError, match="class index"):
         cli._resolve_target("crane", None)

@@ -200,6 +200,11 @@ def test_target_by_name_with_suggestion(lite0) -> None:
     assert explanation.labels == [["tiger cat"]]
     with pytest.raises(ValueError, match="did you mean 'tiger cat'"):
         camlens.explain(lite0, x, target="tigre cat")
+    # ImageNet has a dog "Cardigan" and a sweater "cardigan": exact spelling decides.
+    assert camlens.explain(lite0, x, target="cardigan").targets.tolist() == [[474]]
+    assert camlens.explain(lite0, x, target="Cardigan").targets.tolist() == [[264]]
+    with pytest.raises(ValueError, match="matches several classes"):
+        camlens.explain(lite0, x, target="CARDIGAN")
 
 
 def test_target_errors(small_cnn) -> None:
@@ -344,3 +349,19 @@ def test_argument_errors_name_the_argument(small_cnn, kwargs, error, match) -> N
     with pytest.raises(error, match=match):
         camlens.explain(**arguments)
     _assert_unchanged(small_cnn, before)
+
+
+def test_top_k_falls_back_to_a_loop_when_batched_gradients_fail(small_cnn, monkeypatch) -> None:
+    x = torch.randn(2, 3, 16, 16)
+    batched = camlens.explain(small_cnn, x, methods=ALL_METHODS, layers=TWO_LAYERS, top_k=3)
+    real_grad = torch.autograd.grad
+
+    def no_batching(*args, **kwargs):
+        if kwargs.get("is_grads_batched"):
+            raise RuntimeError("no batching rule")  # as for an operator vmap cannot batch
+        return real_grad(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", no_batching)
+    looped = camlens.explain(small_cnn, x, methods=ALL_METHODS, layers=TWO_LAYERS, top_k=3)
+    for key, value in batched.maps.items():
+        torch.testing.assert_close(looped.maps[key], value, rtol=1e-4, atol=1e-5)
