@@ -13,8 +13,6 @@ from PIL import Image
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-from camlens._errors import InputError
-
 
 @dataclass
 class Explanation:
@@ -89,15 +87,14 @@ class Explanation:
             colormap: Any matplotlib colormap name.
             alpha: Weight of the heatmap colour, 0 to 1.
         """
-        from camlens._visualize import overlay
+        from camlens._visualize import _check_index, _map_of, overlay
 
-        key = (layer or self.layers[0], method or self.methods[0])
-        maps = self.maps[self._key(key)]
-        if not 0 <= index < maps.shape[0]:
-            raise InputError(f"`index` {index} out of range for a batch of {maps.shape[0]}")
-        heatmap = maps[index]
-        if heatmap.dim() == 3:
-            heatmap = heatmap[rank]
+        chosen_layer, chosen_method = self._key(
+            (layer or self.layers[0], method or self.methods[0])
+        )
+        index = _check_index(index, self.images.shape[0])
+        heatmap = _map_of(self, chosen_layer, chosen_method, index, rank)
+        assert heatmap is not None  # _key checked that the map was computed
         return overlay(self.images[index], heatmap, colormap=colormap, alpha=alpha)
 
     def figure(self, index: int | None = None, colormap: str = "jet", alpha: float = 0.5) -> Figure:

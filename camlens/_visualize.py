@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from camlens._errors import ArgumentTypeError, InputError
+from camlens._inputs import to_rgb
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -102,8 +103,8 @@ def _check_alpha(alpha: float) -> float:
 
 def _image_to_array(image: Image.Image | torch.Tensor | np.ndarray) -> np.ndarray:
     """Return a picture as a float64 (H, W, 3) array in [0, 1]."""
-    if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
+    if isinstance(image, Image.Image):  # same conversion as explain's inputs (16-bit, alpha)
+        return np.asarray(to_rgb(image), dtype=np.float64) / 255.0
     if isinstance(image, torch.Tensor):
         tensor = image.detach().cpu()
         if tensor.ndim == 4 and tensor.shape[0] == 1:

@@ -50,5 +50,5 @@ def test_repr_is_one_line_summary(explanation) -> None:
 
 
 def test_overlay_rejects_a_bad_index(explanation) -> None:
-    with pytest.raises(ValueError, match="`index` 5 out of range for a batch of 2"):
+    with pytest.raises(ValueError, match="`index` 5 is out of range for a batch of 2"):
         explanation.overlay(index=5)
