@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from camlens import _methods  # noqa: F401  (registers the built-in methods)
+# Importing these registers the built-in, perturbation, smoothing and guided methods.
+from camlens import _ablation, _methods, _perturbation, _smoothing  # noqa: F401
+from camlens import metrics as metrics  # the submodule: camlens.metrics.deletion(...)
 from camlens._engine import explain
 from camlens._errors import CamlensError, LayerNotFoundError, MethodNotFoundError
 from camlens._explanation import Explanation

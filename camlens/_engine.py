@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -15,7 +16,8 @@ from camlens._explanation import Explanation
 from camlens._inputs import Batch, Preprocessing, as_sequence, prepare_batch
 from camlens._layers import auto_layer, resolve_layer
 from camlens._models import LoadedModel, _device
-from camlens._registry import LayerTensors, Method, get_method
+from camlens._registry import LayerTensors, Method, PerturbationContext, get_method
+from camlens._spatial import Reshape, SpatialView, prefix_tokens, spatial_view
 from camlens._targets import Targets, resolve_targets
 
 TargetSpec = int | str | Sequence[int] | Sequence[str] | Callable[[object], torch.Tensor] | None
@@ -81,9 +83,9 @@ def capturing(
         def hook(_module: nn.Module, _args: object, output: object) -> object:
             if not isinstance(output, torch.Tensor):
                 raise InputError(
-                    f"layer {name!r} returned a {type(output).__name__}, not a tensor; "
-                    "pick a layer whose output is an (N, C, h, w) tensor "
-                    "(see camlens.list_layers(model))"
+                    f"layer {name!r} returned {_describe(output)}, not a tensor; pick a layer "
+                    "whose output is an (N, C, h, w), (N, h, w, C) or (N, tokens, C) tensor, such "
+                    "as one of its submodules (see camlens.list_layers(model))"
                 )
             if torch.is_grad_enabled() and not output.requires_grad:
                 output = output.detach().requires_grad_(True)
@@ -177,18 +179,40 @@ def _gradients(
     return result
 
 
-def _check_spatial(name: str, activation: torch.Tensor | None, batch: int) -> torch.Tensor:
+def _describe(output: object) -> str:
+    """A short account of a non-tensor layer output: its type and the tensors inside."""
+    items = output.values() if isinstance(output, dict) else output
+    if isinstance(items, (tuple, list)) or isinstance(output, dict):
+        shapes = [
+            f"tensor {tuple(item.shape)}" if isinstance(item, torch.Tensor) else type(item).__name__
+            for item in list(items)[:4]
+        ]
+        return f"a {type(output).__name__} of ({', '.join(shapes)})"
+    return f"a {type(output).__name__}"
+
+
+def _check_spatial(
+    name: str,
+    activation: torch.Tensor | None,
+    batch: int,
+    input_size: tuple[int, int],
+    module: nn.Module,
+    prefix: int | None,
+    reshape: Reshape | None,
+) -> SpatialView:
+    """How the layer's raw output is seen as (N, C, h, w); raises naming the layer otherwise."""
     if activation is None:
         raise InputError(
             f"layer {name!r} did not run during the forward pass; pick a layer the model uses "
             "(see camlens.list_layers(model))"
         )
-    if activation.dim() != 4 or activation.shape[0] != batch:
+    if activation.dim() < 3 or activation.shape[0] != batch:
         raise InputError(
-            f"layer {name!r} output has shape {tuple(activation.shape)}, not (N, C, h, w); "
-            "pick a convolutional layer (see camlens.list_layers(model))"
+            f"layer {name!r} output has shape {tuple(activation.shape)}, not (N, C, h, w), "
+            "(N, h, w, C) or (N, tokens, C) with N images; pick a convolutional or transformer "
+            "block layer (see camlens.list_layers(model))"
         )
-    return activation
+    return spatial_view(name, activation, input_size, module, prefix, reshape)
 
 
 def explain(
@@ -199,6 +223,14 @@ def explain(
     target: TargetSpec = None,
     top_k: int | None = None,
     device: str | torch.device | None = None,
+    reshape: Reshape | None = None,
+    batch_size: int | None = None,
+    max_channels: int | None = None,
+    progress: bool | None = None,
+    smooth: str | None = None,
+    smooth_samples: int | None = None,
+    smooth_sigma: float | None = None,
+    seed: int = 0,
 ) -> Explanation:
     """Explain a classifier's decision with CAM heatmaps, from one forward and one backward pass.
 
@@ -214,6 +246,23 @@ def explain(
             name; or a callable taking the model output and returning one score per image.
         top_k: Explain each image's ``top_k`` best classes (overrides ``target``).
         device: Where to run; by default the model's device. The model is never moved.
+        reshape: A function mapping each explained layer's raw output to (N, C, h, w), for
+            layouts camlens cannot read itself. By default (N, C, h, w) outputs are used as they
+            are, (N, h, w, C) and (N, tokens, C) ones (vision transformers, Swin) are mapped
+            automatically, class/distillation/register tokens dropped.
+        batch_size: Perturbation methods (``scorecam``, ``ablationcam``...): perturbed inputs
+            per forward pass; by default 32 on CPU, 128 on CUDA.
+        max_channels: Perturbation methods: perturb only each image's ``max_channels``
+            channels of largest activation mass (an approximation; exact when ``None``).
+        progress: Perturbation methods: ``None`` shows a progress bar when the forwards take
+            over a second and stderr is a terminal; ``False`` never, ``True`` also off a terminal.
+        smooth: ``"noise"`` averages every map over noisy copies of the input (SmoothGrad);
+            ``"augment"`` over flipped and rescaled copies, each mapped back first. The targets
+            stay the clean image's. See docs/smoothing-and-guided.md.
+        smooth_samples: Noisy copies per image (default 16), for ``"noise"`` and smoothgradcam++.
+        smooth_sigma: Noise standard deviation as a fraction of each image's value range
+            (default 0.15), for ``"noise"`` and smoothgradcam++.
+        seed: Seed of the noise generator; the same call gives the same maps.
 
     Returns:
         The :class:`Explanation`.
@@ -236,11 +285,27 @@ def explain(
     preprocessing = loaded.preprocessing if loaded is not None else Preprocessing()
     categories = loaded.categories if loaded is not None else None
     chosen_methods = _methods(methods)
+    from camlens._smoothing import OWN_PASS_METHODS, explain_extended, smoothing_options
+
+    smoothing = smoothing_options(
+        smooth,
+        smooth_samples,
+        smooth_sigma,
+        seed,
+        any(method.name == "smoothgradcam++" for method in chosen_methods),
+    )
     layer_specs: list[Any] = list(as_sequence(layers))
     if not layer_specs:
         raise InputError("`layers` is empty; pass 'auto' or at least one layer name")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise InputError(f"`top_k` must be a positive integer, got {top_k!r}")
+    for option, value in (("batch_size", batch_size), ("max_channels", max_channels)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ArgumentTypeError(f"`{option}` must be a positive integer or None, got {value!r}")
+        if value is not None and value < 1:
+            raise InputError(f"`{option}` must be a positive integer, got {value}")
+    if progress is not None and not isinstance(progress, bool):
+        raise ArgumentTypeError(f"`progress` must be True, False or None, got {progress!r}")
 
     model_device = _model_device(network)
     run_device = model_device if device is None else _device(device)
@@ -251,16 +316,21 @@ def explain(
         )
     batch = prepare_batch(inputs, preprocessing)
     x = batch.tensor.to(model_device, dtype=_model_float_dtype(network))
-    return _run(
+    run = functools.partial(
+        _run,
         network,
-        x,
-        batch,
-        chosen_methods,
-        layer_specs,
-        target,
-        top_k,
-        categories,
-        loaded.name if loaded is not None else type(network).__name__,
+        categories=categories,
+        model_name=loaded.name if loaded is not None else type(network).__name__,
+        reshape=reshape,
+        batch_size=batch_size,
+        max_channels=max_channels,
+        progress=progress,
+    )
+    if smoothing is None and not any(m.name in OWN_PASS_METHODS for m in chosen_methods):
+        return run(x, batch, chosen_methods, layer_specs, target, top_k)
+    # Smoothing, smoothgradcam++ and the guided methods need passes of their own.
+    return explain_extended(
+        run, network, x, batch, chosen_methods, layer_specs, target, top_k, categories, smoothing
     )
 
 
@@ -285,6 +355,10 @@ def _run(
     top_k: int | None,
     categories: list[str] | None,
     model_name: str | None,
+    reshape: Reshape | None = None,
+    batch_size: int | None = None,
+    max_channels: int | None = None,
+    progress: bool | None = None,
 ) -> Explanation:
     size = (int(x.shape[-2]), int(x.shape[-1]))
     modules = dict(network.named_modules())
@@ -299,11 +373,26 @@ def _run(
         with capturing(modules, unique) as captured:
             output = network(x)
         logits = logits_of(output)
-        activations = [_check_spatial(n, captured.get(n), x.shape[0]) for n in unique]
+        # Gradients are taken w.r.t. the raw outputs (in the graph); methods see spatial views.
+        raw_outputs = [captured.get(n) for n in unique]
+        prefix = prefix_tokens(network)
+        views = [
+            _check_spatial(n, a, x.shape[0], size, modules[n], prefix, reshape)
+            for n, a in zip(unique, raw_outputs, strict=True)
+        ]
+        activations = [
+            view.to_spatial(a)
+            for view, a in zip(views, raw_outputs, strict=True)  # type: ignore[arg-type]
+        ]
         targets: Targets = resolve_targets(target, top_k, logits, output, categories)
         needs_gradients = any(method.needs_gradients for method in methods)
         gradients = (
-            _gradients(targets.scores, activations, unique)
+            [
+                view.to_spatial(g)
+                for view, g in zip(
+                    views, _gradients(targets.scores, raw_outputs, unique), strict=True
+                )
+            ]
             if needs_gradients
             else [None] * len(unique)
         )
@@ -311,13 +400,30 @@ def _run(
     k = targets.scores.shape[1]
     raw: dict[tuple[str, str], torch.Tensor] = {}
     maps: dict[tuple[str, str], torch.Tensor] = {}
-    for name, activation, gradient in zip(unique, activations, gradients, strict=True):
+    for name, view, activation, gradient in zip(unique, views, activations, gradients, strict=True):
         a = activation.detach().float()
         g = gradient.detach().float() if gradient is not None else None
         a_rows = a.repeat_interleave(k, dim=0) if k > 1 else a
         layer_raws = []
         for method in methods:
-            if method.needs_gradients:
+            if method.perturbation:  # runs the model again, after the capture hooks are gone
+                layer_raw = method.function(
+                    PerturbationContext(
+                        network,
+                        x,
+                        name,
+                        modules[name],
+                        activation.detach(),
+                        targets.scores.detach(),
+                        targets.indices,
+                        target if targets.indices is None else None,  # type: ignore[arg-type]
+                        batch_size=batch_size,
+                        max_channels=max_channels,
+                        progress=progress,
+                        view=view,
+                    )
+                )
+            elif method.needs_gradients:
                 layer_raw = method.function(LayerTensors(a_rows, g))
             else:
                 layer_raw = method.function(LayerTensors(a, None))

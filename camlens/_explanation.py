@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +33,9 @@ class Explanation:
         images: ``(B, 3, H, W)`` pictures in [0, 1] the maps lie over (the preprocessed input).
         names: One name per image (its file name stem, or "image i").
         model_name: The model's name, for titles.
+        guided: ``(layer, method) -> (B, 3, H, W)`` signed gradient images of the guided methods
+            (``guided-backprop``, ``guided-gradcam``), ``(B, K, 3, H, W)`` with ``top_k``; their
+            ``maps`` entry is the saliency ``max_c |image_c|``, min-max normalised.
     """
 
     maps: dict[tuple[str, str], torch.Tensor]
@@ -47,6 +50,7 @@ class Explanation:
     images: torch.Tensor
     names: list[str]
     model_name: str | None = None
+    guided: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
 
     def _key(self, key: str | tuple[str, str]) -> tuple[str, str]:
         if isinstance(key, tuple):
@@ -79,6 +83,9 @@ class Explanation:
     ) -> Image.Image:
         """The heatmap of image ``index`` blended over it, as a PIL image.
 
+        For a guided method (``guided-backprop``, ``guided-gradcam``) the gradient image itself,
+        drawn by :func:`camlens._visualize.guided_image`; ``colormap`` and ``alpha`` do not apply.
+
         Args:
             method: Defaults to the first method asked.
             layer: Defaults to the first layer asked.
@@ -87,12 +94,15 @@ class Explanation:
             colormap: Any matplotlib colormap name.
             alpha: Weight of the heatmap colour, 0 to 1.
         """
-        from camlens._visualize import _check_index, _map_of, overlay
+        from camlens._visualize import _check_index, _guided_of, _map_of, guided_image, overlay
 
         chosen_layer, chosen_method = self._key(
             (layer or self.layers[0], method or self.methods[0])
         )
         index = _check_index(index, self.images.shape[0])
+        gradient = _guided_of(self, chosen_layer, chosen_method, index, rank)
+        if gradient is not None:
+            return guided_image(gradient)
         heatmap = _map_of(self, chosen_layer, chosen_method, index, rank)
         assert heatmap is not None  # _key checked that the map was computed
         return overlay(self.images[index], heatmap, colormap=colormap, alpha=alpha)

@@ -6,16 +6,21 @@ import difflib
 import re
 import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from camlens._errors import ArgumentTypeError, LayerNotFoundError
+from camlens._spatial import SpatialView, infer_view, prefix_tokens
 
 #: Modules whose spatial output is a pooled summary, never the layer a user means by "auto".
 _POOLING_HEADS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+
+#: Modules whose output is their input passed on, never a new activation to explain.
+_PASS_THROUGH = (nn.Identity, nn.modules.dropout._DropoutNd, nn.Flatten, nn.Unflatten)
+_PASS_THROUGH_NAMES = frozenset({"Permute", "DropPath", "StochasticDepth", "Identity"})
 
 _AUTO_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], str]] = (
     weakref.WeakKeyDictionary()
@@ -124,67 +129,158 @@ def resolve_layer(
 @contextmanager
 def _recording(
     model: nn.Module,
-) -> Iterator[tuple[dict[str, None], dict[str, tuple[int, ...] | None], dict[str, int]]]:
+) -> Iterator[
+    tuple[dict[str, None], dict[str, torch.Tensor | None], dict[str, int], dict[str, object]]
+]:
     """Record, for every submodule, the start order of its last call, its output and call count.
 
     A module that runs several times is placed at its last call, where camlens explains it.
+    ``first_inputs`` keeps each module's first positional argument at that call.
     """
     started: dict[str, None] = {}  # an ordered set
-    outputs: dict[str, tuple[int, ...] | None] = {}
+    outputs: dict[str, torch.Tensor | None] = {}
     calls: dict[str, int] = {}
+    first_inputs: dict[str, object] = {}
     handles = []
     for name, module in model.named_modules():
         if not name:
             continue
 
-        def pre_hook(_module: nn.Module, _args: object, name: str = name) -> None:
+        def pre_hook(_module: nn.Module, args: tuple[object, ...], name: str = name) -> None:
             started.pop(name, None)
             started[name] = None
+            first_inputs[name] = args[0] if args else None
             calls[name] = calls.get(name, 0) + 1
 
         def hook(_module: nn.Module, _args: object, output: object, name: str = name) -> None:
-            # Keep only the shape: holding the tensors would keep a whole forward pass alive.
             outputs.pop(name, None)
-            outputs[name] = tuple(output.shape) if isinstance(output, torch.Tensor) else None
+            outputs[name] = output if isinstance(output, torch.Tensor) else None
 
         handles.append(module.register_forward_pre_hook(pre_hook))
         handles.append(module.register_forward_hook(hook))
     try:
-        yield started, outputs, calls
+        yield started, outputs, calls, first_inputs
     finally:
         for handle in handles:
             handle.remove()
 
 
-def probe(model: nn.Module, inputs: torch.Tensor) -> list[LayerInfo]:
-    """Run one forward pass without gradients and describe every module, in execution order.
+def _passes_input_on(module: nn.Module) -> bool:
+    """Modules whose output is their input unchanged or re-laid out (in eval mode)."""
+    return isinstance(module, _PASS_THROUGH) or type(module).__name__ in _PASS_THROUGH_NAMES
 
-    A module called several times is listed at its last call.
+
+def _is_norm(module: nn.Module) -> bool:
+    return isinstance(module, (nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)) or type(
+        module
+    ).__name__.endswith(("Norm", "LayerNorm2d", "RMSNorm"))
+
+
+def _candidate(
+    module: nn.Module, output: torch.Tensor | None, size: tuple[int, int], prefix: int | None
+) -> SpatialView | None:
+    """The spatial view of a module's probe output if ``layers="auto"`` may pick the module."""
+    if (
+        output is None
+        or output.dim() not in (3, 4)
+        or output.shape[0] != 1
+        or isinstance(module, _POOLING_HEADS)
+        or _passes_input_on(module)
+    ):
+        return None
+    view = infer_view(output, size, module, prefix)
+    if isinstance(view, str) or view.grid[0] * view.grid[1] <= 1:
+        return None
+    # Token layers: only normalisation layers, the residual stream as the next block reads it
+    # (never q/k/v projections, whose patch tokens mix query and key roles).
+    if view.layout == "tokens" and not _is_norm(module):
+        return None
+    return view
+
+
+def _influential(
+    scores: list[torch.Tensor], candidates: dict[str, tuple[SpatialView, torch.Tensor]]
+) -> set[str]:
+    """Names of the candidates whose spatial positions the first informative score depends on.
+
+    A ViT's head reads only the class token after the final norm: the patch tokens of the last
+    block's output and of the final norm get exactly zero gradient, so those layers are dropped.
+    A score no candidate influences (a zero-initialised head, as torchvision's ViT has with
+    random weights) says nothing, and the next score is tried.
+    """
+    names = [name for name, (_, output) in candidates.items() if output.requires_grad]
+    for score in scores:
+        if not score.requires_grad:
+            continue
+        grads = torch.autograd.grad(
+            score, [candidates[name][1] for name in names], allow_unused=True, retain_graph=True
+        )
+        keep = {
+            name
+            for name, grad in zip(names, grads, strict=True)
+            if grad is not None and bool(candidates[name][0].to_spatial(grad).ne(0).any())
+        }
+        if keep:
+            return keep
+    return set(candidates)
+
+
+def _probe_scores(model_output: object, head_input: object) -> list[torch.Tensor]:
+    """The top class score, then a fixed random projection of what the last module reads."""
+    from camlens._engine import logits_of  # the engine imports this module
+
+    scores = []
+    with suppress(TypeError):
+        scores.append(logits_of(model_output)[0].max())
+    if isinstance(head_input, torch.Tensor) and head_input.is_floating_point():
+        generator = torch.Generator().manual_seed(0)
+        weights = torch.randn(head_input.shape, generator=generator).to(head_input)
+        scores.append((head_input * weights).sum())
+    return scores
+
+
+def probe(model: nn.Module, inputs: torch.Tensor) -> list[LayerInfo]:
+    """Run one forward pass on the first image and describe every module, in execution order.
+
+    A module called several times is listed at its last call. The automatic layer is the last
+    module whose output has a spatial reading (:mod:`camlens._spatial`) with h*w > 1, skipping
+    pooling heads and modules that pass their input on (Identity, Dropout, Permute); for token
+    outputs only normalisation layers count. When that module's output is tokens or
+    channels-last, one backward pass drops the candidates whose spatial positions do not
+    influence the top score (a ViT's final norm, whose patch tokens the head never reads).
 
     The model must already be in the mode the caller wants (the engine sets eval mode).
     """
-    sample = inputs[:1]
-    with torch.no_grad(), _recording(model) as (started, outputs, calls):
-        model(sample)
-    finish_order = list(outputs)  # dict order = order of each module's last completion
-    auto = None
+    sample = inputs[:1].detach().requires_grad_(inputs.is_floating_point())
+    size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
     modules = dict(model.named_modules())
-    for name in reversed(finish_order):
-        shape = outputs[name]
-        if (
-            shape is not None
-            and len(shape) == 4
-            and shape[0] == 1
-            and shape[2] * shape[3] > 1
-            and not isinstance(modules[name], _POOLING_HEADS)
-        ):
-            auto = name
-            break
+    prefix = prefix_tokens(model)
+    with torch.enable_grad(), _recording(model) as (started, outputs, calls, first_inputs):
+        model_output = model(sample)
+    finish_order = list(outputs)  # dict order = order of each module's last completion
+    candidates: dict[str, tuple[SpatialView, torch.Tensor]] = {}
+    for name in finish_order:
+        output = outputs[name]
+        view = _candidate(modules[name], output, size, prefix)
+        if view is not None and output is not None:
+            candidates[name] = (view, output)
+    auto = next(reversed(candidates), None)
+    if auto is not None and candidates[auto][0].layout != "channels_first":
+        leaves = [name for name in finish_order if not any(modules[name].children())]
+        head_input = first_inputs.get(leaves[-1]) if leaves else None
+        with torch.enable_grad():
+            keep = _influential(_probe_scores(model_output, head_input), candidates)
+        auto = next((name for name in reversed(candidates) if name in keep), None)
+    del model_output, candidates, first_inputs
+    shapes = {
+        name: tuple(output.shape) if output is not None else None
+        for name, output in outputs.items()
+    }
     return [
         LayerInfo(
             name=name,
             type_name=type(modules[name]).__name__,
-            output_shape=outputs.get(name),
+            output_shape=shapes.get(name),
             is_auto=name == auto,
             calls=calls[name],
         )
@@ -192,16 +288,22 @@ def probe(model: nn.Module, inputs: torch.Tensor) -> list[LayerInfo]:
     ]
 
 
+def _found(layers: list[LayerInfo]) -> str:
+    """The last few module outputs of a probe, for an error message."""
+    seen = [info for info in layers if info.output_shape is not None][-3:]
+    return ", ".join(f"{info.name!r} {info.type_name} {info.output_shape}" for info in seen)
+
+
 def auto_layer(
     model: nn.Module, inputs: torch.Tensor, modules: dict[str, nn.Module] | None = None
 ) -> str:
-    """The dotted name of the last module with a spatial (N, C, h, w) output, h*w > 1.
+    """The dotted name of the layer ``layers="auto"`` picks (see :func:`probe`).
 
-    Pooling heads (adaptive pooling) are skipped. The choice is cached per model and input shape,
-    so repeated calls cost no probe.
+    The choice is cached per model and input shape, so repeated calls cost no probe.
 
     Raises:
-        ValueError: If no module of the model has a spatial output.
+        ValueError: If no module of the model has a spatial output; the message lists the last
+            outputs found.
     """
     key = tuple(inputs.shape[1:])
     cached = _AUTO_CACHE.get(model, {}).get(key)
@@ -212,9 +314,10 @@ def auto_layer(
     chosen = next((info.name for info in layers if info.is_auto), None)
     if chosen is None:
         raise LayerNotFoundError(
-            f"`layers='auto'` found no module with a spatial (N, C, h, w) output in "
-            f"{type(model).__name__} for inputs of shape {tuple(inputs.shape)}; pass `layers=` "
-            "with a convolutional layer's name, or a larger input"
+            f"`layers='auto'` found no module with a spatial (N, C, h, w), (N, h, w, C) or "
+            f"(N, tokens, C) output in {type(model).__name__} for inputs of shape "
+            f"{tuple(inputs.shape)} (last outputs: {_found(layers) or 'none'}); pass `layers=` "
+            "with a convolutional layer's name, `reshape=` for another layout, or a larger input"
         )
     _AUTO_CACHE.setdefault(model, {})[key] = chosen
     return chosen

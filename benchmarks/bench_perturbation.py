@@ -1,0 +1,240 @@
+"""Score-CAM and Ablation-CAM speed: camlens against its floor and against the peer libraries.
+
+For each model (ResNet-50 with random weights at layer4, the pretrained offline
+EfficientNet-Lite0 at its last layer), one real image of ../shared/data/imagenet-sample, batch 1,
+its top class: seconds per image (median of interleaved repeats), rows the model was run on,
+distinct masks, and the ratio to the floor = distinct masks x one no-grad forward per image
+(measured at camlens's batch size in the same run). Peers: pytorch-grad-cam (ScoreCAM,
+AblationCAM) and torch-cam (ScoreCAM) at their default batch sizes and at camlens's, same model,
+input, target and layer; ``r`` is the Pearson correlation of each map with camlens's after the
+same upsampling and min-max normalisation.
+
+    .venv/bin/python benchmarks/bench_perturbation.py            # ResNet-50 and Lite0, 3 repeats
+    .venv/bin/python benchmarks/bench_perturbation.py --quick    # ResNet-18, 1 repeat
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+import camlens
+from camlens._inputs import Preprocessing, prepare_batch
+from camlens._perturbation import DEFAULT_BATCH_SIZE, distinct_masks
+from camlens._registry import PerturbationContext
+
+SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"
+IMAGE = "n02110185_Siberian_husky.JPEG"
+
+
+def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Pearson correlation of two maps, flattened."""
+    a, b = a.flatten().double(), b.flatten().double()
+    a, b = a - a.mean(), b - b.mean()
+    denominator = a.norm() * b.norm()
+    return float((a @ b) / denominator) if denominator > 0 else float("nan")
+
+
+def normalised(cam: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A (h, w) map upsampled bilinearly to ``size`` and min-max normalised, as camlens does."""
+    cam = F.interpolate(cam[None, None].float(), size=size, mode="bilinear", align_corners=False)
+    cam = cam[0, 0]
+    span = cam.max() - cam.min()
+    return (cam - cam.min()) / span if span > 0 else torch.zeros_like(cam)
+
+
+class RowCounter:
+    """Counts the input rows the model runs on (a forward pre-hook on the benchmark's model)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.rows = 0
+        self.handle = model.register_forward_pre_hook(self._count)
+
+    def _count(self, _module: nn.Module, args: tuple[object, ...]) -> None:
+        first = args[0] if args else None
+        if isinstance(first, torch.Tensor):
+            self.rows += int(first.shape[0])
+
+
+def floor_per_image(model: nn.Module, x: torch.Tensor, batch_size: int, repeats: int) -> float:
+    """Seconds of one no-grad forward per image, at ``batch_size`` images per forward."""
+    batch = x.expand(batch_size, *x.shape[1:]).contiguous()
+    times = []
+    with torch.inference_mode():
+        model(batch)
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(batch)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times) / batch_size
+
+
+def camlens_runner(
+    model: nn.Module, x: torch.Tensor, layer: str, target: int, method: str, batch_size: int
+) -> Callable[[], torch.Tensor]:
+    def run() -> torch.Tensor:
+        explanation = camlens.explain(
+            model,
+            x,
+            methods=method,
+            layers=layer,
+            target=target,
+            batch_size=batch_size,
+            progress=False,
+        )
+        return explanation.maps[(layer, method)][0]
+
+    return run
+
+
+def grad_cam_runner(
+    model: nn.Module, x: torch.Tensor, layer: str, target: int, method: str, batch_size: int | None
+) -> Callable[[], torch.Tensor]:
+    from pytorch_grad_cam import AblationCAM, ScoreCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    module = dict(model.named_modules())[layer]
+    kind = ScoreCAM if method == "scorecam" else AblationCAM
+
+    def run() -> torch.Tensor:
+        with (
+            kind(model=model, target_layers=[module]) as cam,
+            contextlib.redirect_stderr(io.StringIO()),
+        ):
+            if batch_size is not None:
+                cam.batch_size = batch_size
+            maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(target)])
+        return normalised(torch.from_numpy(maps[0]), tuple(x.shape[-2:]))
+
+    return run
+
+
+def torch_cam_runner(
+    model: nn.Module, x: torch.Tensor, layer: str, target: int, batch_size: int | None
+) -> Callable[[], torch.Tensor]:
+    from torchcam.methods import ScoreCAM
+
+    options = {} if batch_size is None else {"batch_size": batch_size}
+
+    def run() -> torch.Tensor:
+        with ScoreCAM(model, layer, input_shape=tuple(x.shape[1:]), **options) as extractor:
+            with torch.inference_mode():
+                scores = model(x)
+            cams = extractor(class_idx=target, scores=scores)
+        return normalised(cams[0][0], tuple(x.shape[-2:]))
+
+    return run
+
+
+def load(name: str, quick: bool, device: str) -> tuple[nn.Module, torch.Tensor, str]:
+    """The model in eval mode, the preprocessed image and the layer."""
+    if name == "lite0":
+        loaded = camlens.load_model("efficientnet_lite0", device=device)
+        x = prepare_batch(str(SAMPLE / IMAGE), loaded.preprocessing).tensor.to(device)
+        layer = camlens.explain(loaded, x, methods="gradcam").layers[0]  # the automatic layer
+        return loaded.model.eval(), x, layer
+    arch = "resnet18" if quick else "resnet50"
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, arch)(weights=None).eval().to(device)
+    x = prepare_batch(str(SAMPLE / IMAGE), Preprocessing()).tensor.to(device)
+    return model, x, "layer4"
+
+
+def bench(name: str, args: argparse.Namespace) -> list[str]:
+    """Print and return the tables of one model."""
+    model, x, layer = load(name, args.quick, args.device)
+    with torch.inference_mode():
+        target = int(model(x).argmax())
+    module = dict(model.named_modules())[layer]
+    seen: list[torch.Tensor] = []
+    handle = module.register_forward_hook(lambda _m, _i, out: seen.append(out.detach()))
+    with torch.inference_mode():
+        model(x)
+    handle.remove()
+    activations = seen[-1]
+    context = PerturbationContext(
+        model, x, layer, module, activations, torch.zeros(1, 1), None, None
+    )
+    distinct, constant = distinct_masks(context)
+    nonzero = int(activations.flatten(2).ne(0).any(dim=2).sum())
+    channels = int(activations.shape[1])
+    ours = args.batch_size
+    floor = floor_per_image(model, x, ours, args.repeats)
+    lines = []
+    for method in ("scorecam", "ablationcam"):
+        masks = distinct + constant if method == "scorecam" else nonzero
+        runners: dict[str, Callable[[], torch.Tensor]] = {
+            f"camlens (bs {ours})": camlens_runner(model, x, layer, target, method, ours)
+        }
+        default = 16 if method == "scorecam" else 32
+        runners[f"pytorch-grad-cam (bs {default}, default)"] = grad_cam_runner(
+            model, x, layer, target, method, None
+        )
+        if not args.quick:
+            runners[f"pytorch-grad-cam (bs {ours})"] = grad_cam_runner(
+                model, x, layer, target, method, ours
+            )
+        if method == "scorecam":
+            runners["torch-cam (bs 32, default)"] = torch_cam_runner(model, x, layer, target, None)
+            if not args.quick:
+                runners[f"torch-cam (bs {ours})"] = torch_cam_runner(model, x, layer, target, ours)
+        times: dict[str, list[float]] = {key: [] for key in runners}
+        rows: dict[str, int] = {}
+        maps: dict[str, torch.Tensor] = {}
+        for _ in range(args.repeats):  # interleaved: each repeat runs every library once
+            for key, run in runners.items():
+                counter = RowCounter(model)
+                start = time.perf_counter()
+                maps[key] = run()
+                times[key].append(time.perf_counter() - start)
+                counter.handle.remove()
+                rows[key] = counter.rows
+        reference = maps[next(iter(runners))]
+        medians = {key: statistics.median(values) for key, values in times.items()}
+        fastest_peer = min(v for k, v in medians.items() if not k.startswith("camlens"))
+        lines.append(
+            f"\n{name} {layer} ({channels} channels, {nonzero} non-zero, {distinct} distinct "
+            f"non-constant masks{' + the zero mask' if constant else ''}), {method}, target "
+            f"{target}; floor = {masks} x {floor * 1000:.1f} ms = {masks * floor:.2f} s"
+        )
+        lines.append("| library | s / image | rows run | x floor | vs camlens | r with camlens |")
+        lines.append("| --- | --- | --- | --- | --- | --- |")
+        for key in runners:
+            lines.append(
+                f"| {key} | {medians[key]:.2f} | {rows[key]} | {medians[key] / (masks * floor):.2f}"
+                f" | {medians[key] / medians[next(iter(runners))]:.2f}x | "
+                f"{pearson(maps[key], reference):.3f} |"
+            )
+        ours_time = medians[next(iter(runners))]
+        lines.append(f"fastest peer / camlens = {fastest_peer / ours_time:.2f}")
+        print("\n".join(lines[-len(runners) - 4 :]), flush=True)
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="ResNet-18 for ResNet-50, 1 repeat")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=None, help="camlens's [32 CPU, 128 CUDA]")
+    parser.add_argument("--models", nargs="+", default=["lite0", "resnet"])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    args.repeats = args.repeats or (1 if args.quick else 3)
+    args.batch_size = args.batch_size or DEFAULT_BATCH_SIZE[torch.device(args.device).type]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.device}")
+    for name in args.models:
+        bench(name, args)
+
+
+if __name__ == "__main__":
+    main()

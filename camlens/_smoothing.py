@@ -1,0 +1,504 @@
+"""Smoothing (noise, test-time augmentation), Smooth Grad-CAM++ and the guided methods' passes.
+
+:func:`explain_extended` runs whatever one plain engine pass cannot: maps averaged over noisy or
+augmented copies of the input, ``smoothgradcam++`` and the guided methods (:mod:`camlens._guided`).
+
+Where averaging happens: each copy's raw map (the method's output at the layer, before
+normalisation) is upsampled bilinearly to the *original* input resolution and mapped back to the
+original geometry (un-flipped); these un-normalised maps are averaged over the copies, and only
+the average is min-max normalised. Raw layer maps cannot be averaged directly, since a scaled copy
+gives a layer map of another size. For noise alone the result is the same as averaging the raw
+layer maps and upsampling the mean (bilinear upsampling is linear).
+
+Targets are always resolved on the clean input: the Explanation's logits, targets and labels are
+the clean image's, and every copy is explained for the clean image's class.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import numbers
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from camlens._engine import (
+    _gradients,
+    _upsample_and_normalise,
+    capturing,
+    evaluation_mode,
+    logits_of,
+)
+from camlens._errors import ArgumentTypeError, InputError
+from camlens._explanation import Explanation
+from camlens._guided import GUIDED_METHODS, guided_gradients, saliency, scale_by_max
+from camlens._inputs import Batch
+from camlens._registry import LayerTensors, Method, get_method, register_method
+from camlens._targets import resolve_targets
+
+__all__ = [
+    "AUGMENT_SCALES",
+    "CHUNK_ROWS",
+    "DEFAULT_SAMPLES",
+    "DEFAULT_SEED",
+    "DEFAULT_SIGMA",
+    "OWN_PASS_METHODS",
+    "Smoothing",
+    "explain_extended",
+    "noise",
+    "smoothing_options",
+]
+
+#: Noisy copies per image for ``smooth="noise"`` and ``smoothgradcam++``.
+DEFAULT_SAMPLES = 16
+#: Noise standard deviation as a fraction of each image's value range (max - min); SmoothGrad's
+#: paper finds 10-20% works best.
+DEFAULT_SIGMA = 0.15
+#: Seed of the noise generator, so the same call gives the same maps.
+DEFAULT_SEED = 0
+#: Input scales of ``smooth="augment"``; each is used unflipped and flipped horizontally.
+AUGMENT_SCALES = (1.0, 0.875, 1.125)
+#: Copies per forward and backward pass; more are split into several passes.
+CHUNK_ROWS = 32
+
+SMOOTHGRADCAM_PP = "smoothgradcam++"
+#: Methods computed here rather than by the engine's per-layer loop.
+OWN_PASS_METHODS = (*GUIDED_METHODS, SMOOTHGRADCAM_PP)
+
+#: The engine signature :func:`explain_extended` calls: (x, batch, methods, layers, target, top_k).
+Run = Callable[[torch.Tensor, Batch, list[Method], list[Any], Any, int | None], Explanation]
+
+
+@dataclass(frozen=True)
+class Smoothing:
+    """Validated smoothing options.
+
+    Attributes:
+        mode: ``"noise"`` or ``"augment"``; ``None`` for no smoothing of the ordinary methods.
+        samples: Noisy copies per image.
+        sigma: Noise standard deviation as a fraction of the image's value range.
+        seed: Seed of the ``torch.Generator`` that draws the noise.
+    """
+
+    mode: str | None
+    samples: int
+    sigma: float
+    seed: int
+
+
+def smoothing_options(
+    smooth: str | None,
+    samples: int | None,
+    sigma: float | None,
+    seed: int,
+    noisy_method: bool,
+) -> Smoothing | None:
+    """Check the smoothing arguments of :func:`camlens.explain`.
+
+    Args:
+        smooth: ``None``, ``"noise"`` or ``"augment"``.
+        samples: Copies per image, or ``None`` for the default.
+        sigma: Noise level, or ``None`` for the default.
+        seed: Noise seed.
+        noisy_method: Whether ``smoothgradcam++`` was asked (it uses the noise options).
+
+    Returns:
+        The options, or ``None`` when nothing is smoothed.
+
+    Raises:
+        ValueError: For an unknown mode, a non-positive count or a negative noise level, or noise
+            options without noise.
+        TypeError: For arguments of the wrong type.
+    """
+    if smooth is not None and not isinstance(smooth, str):
+        raise ArgumentTypeError(
+            f"`smooth` must be 'noise', 'augment' or None, got {type(smooth).__name__}"
+        )
+    mode = smooth.strip().lower() if smooth is not None else None
+    if mode not in (None, "noise", "augment"):
+        raise InputError(f"`smooth` {smooth!r} is unknown; pass 'noise', 'augment' or None")
+    if mode == "augment" and noisy_method:
+        raise InputError(
+            "smoothgradcam++ averages over noisy copies already; leave `smooth` unset or pass "
+            "smooth='noise' with it"
+        )
+    uses_noise = mode == "noise" or noisy_method
+    for name, value in (("smooth_samples", samples), ("smooth_sigma", sigma)):
+        if value is not None and not uses_noise:
+            raise InputError(
+                f"`{name}` only applies to smooth='noise' and smoothgradcam++; pass "
+                "smooth='noise' or leave it out"
+            )
+    if samples is None:
+        samples = DEFAULT_SAMPLES
+    if isinstance(samples, bool) or not isinstance(samples, numbers.Integral):
+        raise ArgumentTypeError(f"`smooth_samples` must be an int, got {type(samples).__name__}")
+    if samples < 1:
+        raise InputError(f"`smooth_samples` must be at least 1, got {samples}")
+    if sigma is None:
+        sigma = DEFAULT_SIGMA
+    if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real):
+        raise ArgumentTypeError(f"`smooth_sigma` must be a number, got {type(sigma).__name__}")
+    if not 0.0 <= float(sigma) < float("inf"):
+        raise InputError(
+            f"`smooth_sigma` must be a finite number >= 0 (a fraction of the image's value "
+            f"range, e.g. 0.15), got {sigma}"
+        )
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise ArgumentTypeError(f"`seed` must be an int, got {type(seed).__name__}")
+    if mode is None and not noisy_method:
+        return None
+    return Smoothing(mode, int(samples), float(sigma), int(seed))
+
+
+def noise(x: torch.Tensor, samples: int, sigma: float, seed: int) -> torch.Tensor:
+    """The noise added to each image: (samples, B, C, H, W).
+
+    Every image gets the same ``samples`` standard normal draws of shape (C, H, W), drawn in
+    float32 on the CPU from ``torch.Generator().manual_seed(seed)`` (so the result is the same on
+    every device and for every batch it is part of), times ``sigma * (max - min)`` of that image.
+    """
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    draws = torch.randn((samples, *x.shape[1:]), generator=generator, dtype=torch.float32)
+    spread = sigma * (x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3)))  # (B,)
+    draws = draws.to(device=x.device, dtype=x.dtype)
+    return draws[:, None] * spread[None, :, None, None, None]
+
+
+@dataclass(frozen=True)
+class _View:
+    """One transformed copy of the batch and the way back to the original geometry."""
+
+    apply: Callable[[torch.Tensor], torch.Tensor]
+    flip: bool = False
+
+    def back(self, maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Resize (N, C, h, w) to ``size`` bilinearly, then undo the flip."""
+        if tuple(maps.shape[-2:]) != size:
+            maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+        return maps.flip(-1) if self.flip else maps
+
+
+def _views(x: torch.Tensor, options: Smoothing) -> list[_View]:
+    if options.mode == "augment":
+        height, width = int(x.shape[-2]), int(x.shape[-1])
+        views = []
+        for scale in AUGMENT_SCALES:
+            size = (max(1, round(height * scale)), max(1, round(width * scale)))
+            for flip in (False, True):
+                views.append(_View(_augment(size, flip), flip))
+        return views
+    drawn = noise(x, options.samples, options.sigma, options.seed)
+    return [_View(functools.partial(torch.add, other=d)) for d in drawn]
+
+
+def _augment(size: tuple[int, int], flip: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+    def apply(images: torch.Tensor) -> torch.Tensor:
+        if tuple(images.shape[-2:]) != size:
+            images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+        return images.flip(-1) if flip else images
+
+    return apply
+
+
+def _chunks(
+    x: torch.Tensor, views: list[_View], classes: int
+) -> Iterator[tuple[torch.Tensor, list[int], list[_View]]]:
+    """Copies in passes of at most :data:`CHUNK_ROWS`, only copies of one size per pass.
+
+    Yields (inputs, row of each copy in (image, class) order, view of each copy).
+    """
+    rows = x.shape[0] * classes
+    by_size: dict[tuple[int, ...], list[tuple[int, int]]] = {}
+    for number, view in enumerate(views):
+        size = tuple(view.apply(x[:1]).shape[-2:])
+        by_size.setdefault(size, []).extend((number, row) for row in range(rows))
+    for pairs in by_size.values():
+        for start in range(0, len(pairs), CHUNK_ROWS):
+            part = pairs[start : start + CHUNK_ROWS]
+            transformed: dict[int, torch.Tensor] = {}
+            copies = []
+            for number, row in part:
+                if number not in transformed:
+                    transformed[number] = views[number].apply(x)
+                copies.append(transformed[number][row // classes])
+            yield torch.stack(copies), [row for _, row in part], [views[n] for n, _ in part]
+
+
+def _map_back(maps: torch.Tensor, views: list[_View], size: tuple[int, int]) -> torch.Tensor:
+    """Bring each copy's (N, C, h, w) map back to the original geometry, copy by copy's view."""
+    result = torch.empty((maps.shape[0], maps.shape[1], *size), dtype=maps.dtype)
+    start = 0
+    while start < len(views):
+        end = start
+        while end < len(views) and views[end] is views[start]:
+            end += 1
+        result[start:end] = views[start].back(maps[start:end], size).cpu()
+        start = end
+    return result
+
+
+def _normalise(maps: torch.Tensor) -> torch.Tensor:
+    """Min-max per (H, W) map; a constant map becomes zeros (as the engine does)."""
+    low = maps.amin(dim=(-2, -1), keepdim=True)
+    high = maps.amax(dim=(-2, -1), keepdim=True)
+    span = high - low
+    return torch.where(span > 0, (maps - low) / torch.where(span > 0, span, 1), 0.0)
+
+
+def _upsample(raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    return F.interpolate(raw.unsqueeze(1), size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
+@register_method(SMOOTHGRADCAM_PP)
+def smoothgradcam_plus_plus(tensors: LayerTensors) -> torch.Tensor:
+    """Smooth Grad-CAM++: Grad-CAM++ weights from gradients averaged over noisy inputs.
+
+    Omeiza et al., "Smooth Grad-CAM++: An Enhanced Inference Level Visualization Technique for
+    Deep Convolutional Neural Network Models", 2019, https://arxiv.org/abs/1908.01224, Sec. 3:
+    with ``G_t = dy/dA`` at the t-th of n noisy copies ``x + N(0, sigma^2)``,
+    ``D1 = mean_t G_t``, ``D2 = mean_t G_t^2``, ``D3 = mean_t G_t^3``,
+    ``alpha = D2 / (2 D2 + sum_ab A_ab D3)``, ``w_k = sum_ij alpha_ij ReLU(D1_ij)``,
+    ``L = ReLU(sum_k w_k A_k)``. ``A`` is the clean image's activation (the map explains the
+    clean image; only the derivatives are smoothed). sigma is a fraction of the image's value
+    range, as in SmoothGrad; ``explain``'s ``smooth_samples``, ``smooth_sigma`` and ``seed`` set
+    n, sigma and the noise. As in camlens' Grad-CAM++, alpha is 0 where its denominator is 0.
+
+    This method needs its own passes over the noisy copies, which :func:`camlens.explain` runs;
+    ``tensors.gradients`` here must already hold the stacked moments (D1, D2, D3).
+    """
+    if tensors.gradients is None or tensors.gradients.dim() != 5:
+        raise RuntimeError(
+            "smoothgradcam++ needs the noisy-gradient moments; compute it with camlens.explain"
+        )
+    first, second, third = tensors.gradients.unbind(0)
+    activations = tensors.activations
+    denominator = 2 * second + activations.sum(dim=(2, 3), keepdim=True) * third
+    safe = torch.where(denominator != 0, denominator, torch.ones_like(denominator))
+    alpha = torch.where(denominator != 0, second / safe, torch.zeros_like(second))
+    weights = (alpha * torch.relu(first)).sum(dim=(2, 3))
+    return torch.relu(torch.einsum("nc,nchw->nhw", weights, activations))
+
+
+def _noisy_moments(
+    network: nn.Module,
+    copies: torch.Tensor,
+    names: list[str],
+    target: object,
+    categories: list[str] | None,
+) -> list[torch.Tensor]:
+    """(3, N, C, h, w) first, second and third powers of each layer's gradient for each copy."""
+    with torch.enable_grad():
+        with capturing(dict(network.named_modules()), names) as captured:
+            output = network(copies)
+        scores = resolve_targets(target, None, logits_of(output), output, categories).scores
+        activations = [captured[name] for name in names]
+        gradients = _gradients(scores, activations, names)
+    return [torch.stack([g, g * g, g * g * g]).detach().float() for g in gradients]
+
+
+def _clean_activations(network: nn.Module, x: torch.Tensor, names: list[str]) -> list[torch.Tensor]:
+    with torch.no_grad(), capturing(dict(network.named_modules()), names) as captured:
+        network(x)
+    for name in names:
+        if captured[name].dim() != 4:
+            raise InputError(
+                f"smoothgradcam++ needs a layer with (N, C, h, w) output; layer {name!r} gives "
+                f"{tuple(captured[name].shape)}; pick a convolutional layer"
+            )
+    return [captured[name].detach().float() for name in names]
+
+
+def explain_extended(
+    run: Run,
+    network: nn.Module,
+    x: torch.Tensor,
+    batch: Batch,
+    methods: list[Method],
+    layer_specs: list[Any],
+    target: Any,
+    top_k: int | None,
+    categories: list[str] | None,
+    options: Smoothing | None,
+) -> Explanation:
+    """Explain with smoothing, ``smoothgradcam++`` or guided methods.
+
+    Args:
+        run: The engine's plain pass, ``run(x, batch, methods, layers, target, top_k)``.
+        network: The model (in eval mode for the whole call).
+        x: The clean (B, C, H, W) input.
+        batch: The prepared batch (pictures and names for the Explanation).
+        methods: The methods asked, in order.
+        layer_specs: The layers asked.
+        target: The user's target.
+        top_k: The user's ``top_k``.
+        categories: The model's class names.
+        options: Smoothing options, or ``None``.
+
+    Returns:
+        The Explanation; ``guided`` holds the gradient images of the guided methods.
+    """
+    names = [method.name for method in methods]
+    smoothed = options is not None and options.mode is not None
+    plain = [m for m in methods if m.name not in OWN_PASS_METHODS]
+    gradcam = get_method("gradcam")
+    if "guided-gradcam" in names and "gradcam" not in names:
+        plain.append(gradcam)  # guided-gradcam multiplies by it; left out of the result
+    size = (int(x.shape[-2]), int(x.shape[-1]))
+    guided_wanted = any(name in GUIDED_METHODS for name in names)
+    with evaluation_mode(network):
+        # The clean pass: logits, targets and layer names; all the maps when nothing is smoothed.
+        clean_methods = [gradcam] if smoothed or not plain else plain
+        clean = run(x, batch, clean_methods, layer_specs, target, top_k)
+        rows = _Rows(clean.targets, target)
+        upsampled: dict[tuple[str, str], torch.Tensor] = {}
+        gradient: torch.Tensor | None = None
+        if smoothed and options is not None:
+            upsampled, gradient = _smoothed_passes(
+                run,
+                network,
+                x,
+                _views(x, options),
+                plain,
+                clean.layers,
+                rows,
+                guided_wanted,
+                categories,
+            )
+        else:
+            for key, raw in clean.raw.items():
+                upsampled[key] = _upsample(raw.reshape(-1, *raw.shape[-2:]), size)
+            if guided_wanted:
+                copies = x.repeat_interleave(rows.classes, dim=0)
+                gradient = guided_gradients(network, copies, rows.target(), categories, logits_of)
+                gradient = gradient.float().cpu()
+        smooth_pp = (
+            _smoothgradcam_pp(network, x, clean.layers, rows, categories, options)
+            if SMOOTHGRADCAM_PP in names and options is not None
+            else {}
+        )
+    shape = (x.shape[0], rows.classes) if top_k is not None else (x.shape[0],)
+    maps: dict[tuple[str, str], torch.Tensor] = {}
+    raws: dict[tuple[str, str], torch.Tensor] = {}
+    guided: dict[tuple[str, str], torch.Tensor] = {}
+    for layer in clean.layers:
+        for name in names:
+            key = (layer, name)
+            if name in GUIDED_METHODS:
+                assert gradient is not None
+                image = gradient
+                if name == "guided-gradcam":
+                    image = image * scale_by_max(upsampled[(layer, "gradcam")])[:, None]
+                guided[key] = image.reshape(*shape, *image.shape[1:])
+                raw = saliency(image)
+                raws[key] = raw.reshape(*shape, *size)
+                maps[key] = _normalise(raw).reshape(*shape, *size)
+            elif name == SMOOTHGRADCAM_PP:
+                raw = smooth_pp[layer]
+                raws[key] = raw.reshape(*shape, *raw.shape[-2:])
+                maps[key] = _upsample_and_normalise(raw, size).reshape(*shape, *size)
+            elif smoothed:
+                raws[key] = upsampled[key].reshape(*shape, *size)
+                maps[key] = _normalise(upsampled[key]).reshape(*shape, *size)
+            else:
+                raws[key] = clean.raw[key]
+                maps[key] = clean.maps[key]
+    return dataclasses.replace(clean, maps=maps, raw=raws, methods=names, guided=guided)
+
+
+class _Rows:
+    """The rows of the copies: one per (image, explained class), each with its clean target."""
+
+    def __init__(self, indices: torch.Tensor | None, target: Any) -> None:
+        self.indices = indices.reshape(-1).tolist() if indices is not None else None
+        self.classes = int(indices.shape[1]) if indices is not None else 1
+        self.custom = target  # the user's callable when ``indices`` is None
+
+    def target(self, row_ids: Sequence[int] | None = None) -> Any:
+        """The target of the given rows (all by default): class indices, or the callable."""
+        if self.indices is None:
+            return self.custom
+        return self.indices if row_ids is None else [self.indices[r] for r in row_ids]
+
+
+def _smoothed_passes(
+    run: Run,
+    network: nn.Module,
+    x: torch.Tensor,
+    views: list[_View],
+    plain: list[Method],
+    layers: list[str],
+    rows: _Rows,
+    guided_wanted: bool,
+    categories: list[str] | None,
+) -> tuple[dict[tuple[str, str], torch.Tensor], torch.Tensor | None]:
+    """Average over the copies: each plain map upsampled and mapped back, and the guided image.
+
+    Returns:
+        ``(layer, method) -> (B*K, H, W)`` mean maps, and the (B*K, C, H, W) mean guided image.
+    """
+    size = (int(x.shape[-2]), int(x.shape[-1]))
+    count = x.shape[0] * rows.classes
+    sums: dict[tuple[str, str], torch.Tensor] = {}
+    gradient_sum: torch.Tensor | None = None
+    for copies, row_ids, row_views in _chunks(x, views, rows.classes):
+        ids = torch.tensor(row_ids)
+        if plain:
+            names = [f"copy {r}" for r in row_ids]
+            part = run(
+                copies, Batch(copies, copies, names), plain, layers, rows.target(row_ids), None
+            )
+            for key, raw in part.raw.items():
+                back = _map_back(_upsample(raw, size)[:, None], row_views, size)[:, 0]
+                sums.setdefault(key, torch.zeros((count, *size))).index_add_(0, ids, back.float())
+        if guided_wanted:
+            gradient = guided_gradients(
+                network, copies, rows.target(row_ids), categories, logits_of
+            )
+            back = _map_back(gradient, row_views, size).float()
+            if gradient_sum is None:
+                gradient_sum = torch.zeros((count, *back.shape[1:]))
+            gradient_sum.index_add_(0, ids, back)
+    means = {key: total / len(views) for key, total in sums.items()}
+    return means, gradient_sum / len(views) if gradient_sum is not None else None
+
+
+def _smoothgradcam_pp(
+    network: nn.Module,
+    x: torch.Tensor,
+    layers: Sequence[str],
+    rows: _Rows,
+    categories: list[str] | None,
+    options: Smoothing,
+) -> dict[str, torch.Tensor]:
+    """The raw (B*K, h, w) Smooth Grad-CAM++ map of each layer."""
+    names = list(layers)
+    views = _views(x, dataclasses.replace(options, mode="noise"))
+    count = x.shape[0] * rows.classes
+    moments: list[torch.Tensor] | None = None
+    for copies, row_ids, _ in _chunks(x, views, rows.classes):
+        ids = torch.tensor(row_ids)
+        part = _noisy_moments(network, copies, names, rows.target(row_ids), categories)
+        if moments is None:
+            moments = [torch.zeros((3, count, *p.shape[2:])) for p in part]
+        for total, p in zip(moments, part, strict=True):
+            total.index_add_(1, ids, p.cpu())
+    assert moments is not None
+    activations = _clean_activations(network, x, names)
+    result = {}
+    for name, total, activation in zip(names, moments, activations, strict=True):
+        a = activation.cpu()
+        a = a.repeat_interleave(rows.classes, dim=0)
+        raw = smoothgradcam_plus_plus(LayerTensors(a, total / len(views)))
+        if not torch.isfinite(raw).all():
+            raise InputError(
+                f"smoothgradcam++ at layer {name!r} is not finite: the model produced NaN or Inf "
+                "gradients; check the input and the model's weights"
+            )
+        result[name] = raw
+    return result

@@ -1,0 +1,251 @@
+"""`camlens evaluate` and the folder evaluation behind it."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+import camlens
+from camlens import metrics
+from camlens._evaluate import (
+    LabelledImage,
+    evaluate_folder,
+    find_images,
+    hash_seed,
+    write_summary,
+)
+from camlens._models import imagenet_categories
+from camlens.cli import main
+
+from .conftest import SmallCNN, shared_path
+
+TINY = camlens.Preprocessing(resize_size=16, crop_size=16)
+
+
+def write_image(path: Path, seed: int, size: int = 16) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(seed)
+    pixels = (torch.rand(size, size, 3, generator=generator) * 255).to(torch.uint8).numpy()
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture
+def tiny_model(small_cnn: SmallCNN) -> camlens.LoadedModel:
+    return camlens.LoadedModel(small_cnn, TINY, [f"class {i}" for i in range(5)], "small-cnn")
+
+
+# ------------------------------------------------------------------------------------------
+# Finding images and labels
+# ------------------------------------------------------------------------------------------
+
+
+def test_labels_from_wnid_names_image_folders_and_predictions(tmp_path: Path) -> None:
+    write_image(tmp_path / "n01443537_goldfish.png", 0)  # WordNet id 1 in sorted order
+    write_image(tmp_path / "n01484850" / "shark.png", 1)  # ImageFolder, WordNet-id folder
+    write_image(tmp_path / "tabby" / "cat.png", 2)  # ImageFolder, class-name folder
+    write_image(tmp_path / "holiday" / "beach.png", 3)  # no label: the prediction
+    (tmp_path / "notes.txt").write_text("not an image")
+    found = find_images(tmp_path, list(imagenet_categories()))
+    labels = {item.path.name: (item.label, item.source) for item in found}
+    assert labels == {
+        "n01443537_goldfish.png": (1, "wnid"),
+        "shark.png": (2, "folder"),
+        "cat.png": (281, "folder"),
+        "beach.png": (None, "prediction"),
+    }
+    assert len(find_images(tmp_path, list(imagenet_categories()), limit=2)) == 2
+
+
+def test_labels_csv_comes_first(tmp_path: Path) -> None:
+    write_image(tmp_path / "n01443537_goldfish.png", 0)
+    (tmp_path / "labels.csv").write_text("file,class_index\nn01443537_goldfish.png,7\n")
+    (item,) = find_images(tmp_path, list(imagenet_categories()))
+    assert (item.label, item.source) == (7, "labels.csv")
+
+
+def test_shared_sample_labels_agree_with_its_wnids() -> None:
+    folder = shared_path("imagenet-sample")
+    table = {row["file"]: int(row["class_index"]) for row in read_csv(folder / "labels.csv")}
+    found = find_images(folder, list(imagenet_categories()))
+    assert len(found) == 100
+    for item in found:
+        assert item.label == table[item.path.name]
+
+
+# ------------------------------------------------------------------------------------------
+# The evaluation writes what the metrics compute
+# ------------------------------------------------------------------------------------------
+
+
+def test_evaluate_folder_rows_are_the_metrics_of_each_map(
+    tmp_path: Path, tiny_model: camlens.LoadedModel
+) -> None:
+    paths = [write_image(tmp_path / "images" / f"img{i}.png", i) for i in range(3)]
+    items = [LabelledImage(paths[0], 3, "labels.csv")] + [
+        LabelledImage(p, None, "prediction") for p in paths[1:]
+    ]
+    out = tmp_path / "out"
+    out.mkdir()
+    evaluate_folder(
+        tiny_model,
+        items,
+        ["gradcam", "random"],
+        ["block"],
+        out,
+        road_percentages=(50,),
+        images_per_batch=2,
+        batch_size=7,
+    )
+    rows = read_csv(out / "per_image.csv")
+    assert [(r["file"], r["method"]) for r in rows] == [
+        ("img0.png", "gradcam"),
+        ("img1.png", "gradcam"),
+        ("img0.png", "random"),
+        ("img1.png", "random"),
+        ("img2.png", "gradcam"),
+        ("img2.png", "random"),
+    ]
+    # Recompute image 1's rows with the public functions directly.
+    exp = camlens.explain(tiny_model, [str(paths[1])], methods="gradcam", layers="block")
+    predicted = int(exp.targets[0, 0])
+    for method, heat in (
+        ("gradcam", exp["gradcam"]),
+        ("random", metrics.reference_maps("random", 1, 16, 16, seed=hash_seed("img1.png"))),
+    ):
+        row = next(r for r in rows if r["file"] == "img1.png" and r["method"] == method)
+        assert int(row["explained_class"]) == predicted and row["label_source"] == "prediction"
+        deletion = metrics.deletion(tiny_model, exp.images, heat, predicted)
+        insertion = metrics.insertion(tiny_model, exp.images, heat, predicted)
+        drop = metrics.average_drop(tiny_model, exp.images, heat, predicted)
+        road = metrics.road(tiny_model, exp.images, heat, predicted, percentages=(50,))
+        assert float(row["deletion_auc"]) == pytest.approx(float(deletion.auc[0]), abs=1e-5)
+        assert float(row["insertion_auc"]) == pytest.approx(float(insertion.auc[0]), abs=1e-5)
+        assert float(row["drop"]) == pytest.approx(drop.average_drop / 100, abs=1e-5)
+        assert float(row["road_morf_50"]) == pytest.approx(float(road.morf[0, 0]), abs=1e-4)
+    first = next(r for r in rows if r["file"] == "img0.png")
+    assert first["explained_class"] == "3" and first["label"] == "3"
+    summary = read_csv(out / "summary.csv")
+    gradcam = [float(r["deletion_auc"]) for r in rows if r["method"] == "gradcam"]
+    assert float(summary[0]["deletion_auc"]) == pytest.approx(sum(gradcam) / 3, abs=1e-3)
+    assert Image.open(out / "curves.png").size[0] > 500
+
+
+def test_resume_skips_finished_rows(tmp_path: Path, tiny_model: camlens.LoadedModel) -> None:
+    paths = [write_image(tmp_path / f"img{i}.png", i) for i in range(2)]
+    items = [LabelledImage(p, None, "prediction") for p in paths]
+    out = tmp_path / "out"
+    out.mkdir()
+    options = {"road_percentages": (), "images_per_batch": 1}
+    evaluate_folder(tiny_model, items[:1], ["center"], ["block"], out, **options)
+    evaluate_folder(tiny_model, items, ["center"], ["block"], out, resume=True, **options)
+    rows = read_csv(out / "per_image.csv")
+    assert [r["file"] for r in rows] == ["img0.png", "img1.png"]
+    assert rows[0]["road_morf"] == ""
+
+
+def test_write_summary_merges_runs_counting_each_row_once(tmp_path: Path) -> None:
+    header = "file,method,layer,correct,drop,increase,deletion_auc,insertion_auc,"
+    header += "road_morf,road_lerf,explain_ms\n"
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    first.write_text(header + "x.png,gradcam,l,1,0.2,0,0.1,0.5,,,3\n")
+    second.write_text(
+        header + "x.png,gradcam,l,1,0.2,0,0.1,0.5,,,3\ny.png,gradcam,l,0,0.4,1,0.3,0.7,,,5\n"
+    )
+    curves = tmp_path / "curves.csv"
+    curves.write_text("x.png,gradcam,l,deletion,1,0\ny.png,gradcam,l,deletion,0.5,0\n")
+    write_summary([first, second], [curves], tmp_path, "toy")
+    (row,) = read_csv(tmp_path / "summary.csv")
+    assert row["images"] == "2"
+    assert float(row["drop"]) == pytest.approx(30.0)
+    assert float(row["increase"]) == pytest.approx(50.0)
+    assert float(row["insertion_auc"]) == pytest.approx(0.6)
+    markdown = (tmp_path / "summary.md").read_text()
+    assert "| gradcam | l | 2 | 30.0 | 50.0 | 0.200 | 0.600 | - | - | 4.0 |" in markdown
+    assert "50% top-1 on the 2 labelled images" in markdown
+
+
+# ------------------------------------------------------------------------------------------
+# The command
+# ------------------------------------------------------------------------------------------
+
+
+def test_cli_evaluate_on_shared_images(tmp_path: Path) -> None:
+    folder = shared_path("images")
+    out = tmp_path / "scores"
+    result = CliRunner().invoke(
+        main,
+        [
+            "evaluate",
+            str(folder),
+            "--model",
+            "mobilenet_v3_small",  # random weights: the command, not the model, is under test
+            "--weights",
+            "none",
+            "--limit",
+            "2",
+            "--method",
+            "gradcam",
+            "--method",
+            "center",
+            "--road-percent",
+            "50",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    rows = read_csv(out / "per_image.csv")
+    assert len(rows) == 4 and {r["method"] for r in rows} == {"gradcam", "center"}
+    assert all(r["label_source"] == "prediction" for r in rows)
+    assert all(0 <= float(r["deletion_auc"]) <= 1 for r in rows)
+    assert all(r["road_morf_50"] != "" for r in rows)
+    markdown = (out / "summary.md").read_text()
+    assert "| gradcam | features | 2 |" in markdown and "| center | - | 2 |" in markdown
+    assert len(read_csv(out / "summary.csv")) == 2
+    assert Image.open(out / "curves.png").format == "PNG"
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda p: p / "missing", "not found; pass a folder of images"),
+        (lambda p: write_image(p / "one.png", 0), "is a file; pass the folder"),
+        (lambda p: p, "is empty; pass a folder of images"),
+        (lambda p: (p / "a.txt").write_text("x") and p, "no images"),
+    ],
+)
+def test_cli_evaluate_bad_folders(tmp_path: Path, setup, message: str) -> None:  # type: ignore[no-untyped-def]
+    folder = setup(tmp_path)
+    result = CliRunner().invoke(main, ["evaluate", str(folder), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert result.output.startswith("error: ") and result.output.count("\n") == 1
+
+
+def test_cli_evaluate_bad_options(tmp_path: Path) -> None:
+    folder = tmp_path / "images"
+    write_image(folder / "a.png", 0)
+    blocker = write_image(tmp_path / "file.png", 1)
+    runner = CliRunner()
+    cases = [
+        (["--out", str(blocker)], "is a file; pass a folder"),
+        (["--out", str(blocker / "sub")], "cannot create output folder"),
+        (["--method", "gradcan"], "closest: 'gradcam'"),
+        (["--road-percent", "0,50"], "values from 1 to 99"),
+        (["--road-percent", "ten"], "not a list of whole percentages"),
+    ]
+    for options, message in cases:
+        result = runner.invoke(main, ["evaluate", str(folder), *options])
+        assert result.exit_code == 2, options
+        assert message in result.output, (options, result.output)
