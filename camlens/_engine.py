@@ -131,7 +131,9 @@ def _upsample_and_normalise(raw: torch.Tensor, size: tuple[int, int]) -> torch.T
 def _gradients(
     scores: torch.Tensor, activations: list[torch.Tensor], names: list[str]
 ) -> list[torch.Tensor]:
-    """d(score)/d(activation) for every layer at once, (B*K, C, h, w) each, rows ordered (b, k).
+    """d(score)/d(activation) for every layer at once, (B*K, ...) each, rows ordered (b, k).
+
+    The activations are the raw captured outputs, so each gradient has its layer's raw layout.
 
     Images are independent in eval mode, so summing over the batch gives each image its own
     gradient; the K explained classes are one batched backward (``is_grads_batched``).
@@ -181,11 +183,11 @@ def _gradients(
 
 def _describe(output: object) -> str:
     """A short account of a non-tensor layer output: its type and the tensors inside."""
-    items = output.values() if isinstance(output, dict) else output
-    if isinstance(items, (tuple, list)) or isinstance(output, dict):
+    items = list(output.values()) if isinstance(output, dict) else output
+    if isinstance(items, (tuple, list)):
         shapes = [
             f"tensor {tuple(item.shape)}" if isinstance(item, torch.Tensor) else type(item).__name__
-            for item in list(items)[:4]
+            for item in items[:4]
         ]
         return f"a {type(output).__name__} of ({', '.join(shapes)})"
     return f"a {type(output).__name__}"
@@ -285,7 +287,7 @@ def explain(
     preprocessing = loaded.preprocessing if loaded is not None else Preprocessing()
     categories = loaded.categories if loaded is not None else None
     chosen_methods = _methods(methods)
-    from camlens._smoothing import OWN_PASS_METHODS, explain_extended, smoothing_options
+    from camlens._smoothing import explain_extended, smoothing_options
 
     smoothing = smoothing_options(
         smooth,
@@ -326,7 +328,7 @@ def explain(
         max_channels=max_channels,
         progress=progress,
     )
-    if smoothing is None and not any(m.name in OWN_PASS_METHODS for m in chosen_methods):
+    if smoothing is None and not any(method.own_pass for method in chosen_methods):
         return run(x, batch, chosen_methods, layer_specs, target, top_k)
     # Smoothing, smoothgradcam++ and the guided methods need passes of their own.
     return explain_extended(
@@ -374,16 +376,13 @@ def _run(
             output = network(x)
         logits = logits_of(output)
         # Gradients are taken w.r.t. the raw outputs (in the graph); methods see spatial views.
-        raw_outputs = [captured.get(n) for n in unique]
         prefix = prefix_tokens(network)
         views = [
-            _check_spatial(n, a, x.shape[0], size, modules[n], prefix, reshape)
-            for n, a in zip(unique, raw_outputs, strict=True)
+            _check_spatial(n, captured.get(n), x.shape[0], size, modules[n], prefix, reshape)
+            for n in unique
         ]
-        activations = [
-            view.to_spatial(a)
-            for view, a in zip(views, raw_outputs, strict=True)  # type: ignore[arg-type]
-        ]
+        raw_outputs = [captured[n] for n in unique]
+        activations = [view.to_spatial(a) for view, a in zip(views, raw_outputs, strict=True)]
         targets: Targets = resolve_targets(target, top_k, logits, output, categories)
         needs_gradients = any(method.needs_gradients for method in methods)
         gradients = (

@@ -193,7 +193,7 @@ def _needs_explain() -> RuntimeError:
     )
 
 
-@register_method("guided-backprop")
+@register_method("guided-backprop", own_pass=True)
 def guided_backprop(tensors: LayerTensors) -> torch.Tensor:
     """Guided Backpropagation: the input gradient through ReLUs that pass only positive signal.
 
@@ -207,7 +207,7 @@ def guided_backprop(tensors: LayerTensors) -> torch.Tensor:
     raise _needs_explain()
 
 
-@register_method("guided-gradcam")
+@register_method("guided-gradcam", own_pass=True)
 def guided_gradcam(tensors: LayerTensors) -> torch.Tensor:
     """Guided Grad-CAM: Guided Backpropagation times the upsampled Grad-CAM map.
 

@@ -80,19 +80,23 @@ class Method:
         needs_gradients: Whether ``function`` reads ``LayerTensors.gradients``.
         perturbation: Whether ``function`` takes a :class:`PerturbationContext` and runs the
             model on perturbed inputs, returning (B*K, h, w) maps in (image, class) order.
+        own_pass: Whether ``explain`` computes the method in passes of its own (the guided
+            methods, ``smoothgradcam++``; see ``camlens._smoothing``), never by calling
+            ``function`` on one layer's tensors.
     """
 
     name: str
     function: MethodFunction
     needs_gradients: bool
     perturbation: bool = False
+    own_pass: bool = False
 
 
 _METHODS: dict[str, Method] = {}
 
 
 def register_method(
-    name: str, *, needs_gradients: bool = True, perturbation: bool = False
+    name: str, *, needs_gradients: bool = True, perturbation: bool = False, own_pass: bool = False
 ) -> Callable[[MethodFunction], MethodFunction]:
     """Register a CAM method under ``name`` (a decorator).
 
@@ -101,6 +105,7 @@ def register_method(
         needs_gradients: False for methods that only read activations.
         perturbation: True for methods that take a :class:`PerturbationContext` and run the
             model again (they never need gradients).
+        own_pass: True for methods ``explain`` computes in passes of its own.
 
     Returns:
         The decorator, which returns the function unchanged.
@@ -112,7 +117,9 @@ def register_method(
     def decorator(function: MethodFunction) -> MethodFunction:
         if name in _METHODS:
             raise InputError(f"method {name!r} is already registered; pick another name")
-        _METHODS[name] = Method(name, function, needs_gradients and not perturbation, perturbation)
+        _METHODS[name] = Method(
+            name, function, needs_gradients and not perturbation, perturbation, own_pass
+        )
         return function
 
     return decorator

@@ -47,7 +47,6 @@ __all__ = [
     "DEFAULT_SAMPLES",
     "DEFAULT_SEED",
     "DEFAULT_SIGMA",
-    "OWN_PASS_METHODS",
     "Smoothing",
     "explain_extended",
     "noise",
@@ -67,8 +66,6 @@ AUGMENT_SCALES = (1.0, 0.875, 1.125)
 CHUNK_ROWS = 32
 
 SMOOTHGRADCAM_PP = "smoothgradcam++"
-#: Methods computed here rather than by the engine's per-layer loop.
-OWN_PASS_METHODS = (*GUIDED_METHODS, SMOOTHGRADCAM_PP)
 
 #: The engine signature :func:`explain_extended` calls: (x, batch, methods, layers, target, top_k).
 Run = Callable[[torch.Tensor, Batch, list[Method], list[Any], Any, int | None], Explanation]
@@ -255,7 +252,7 @@ def _upsample(raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(raw.unsqueeze(1), size=size, mode="bilinear", align_corners=False)[:, 0]
 
 
-@register_method(SMOOTHGRADCAM_PP)
+@register_method(SMOOTHGRADCAM_PP, own_pass=True)
 def smoothgradcam_plus_plus(tensors: LayerTensors) -> torch.Tensor:
     """Smooth Grad-CAM++: Grad-CAM++ weights from gradients averaged over noisy inputs.
 
@@ -345,7 +342,7 @@ def explain_extended(
     """
     names = [method.name for method in methods]
     smoothed = options is not None and options.mode is not None
-    plain = [m for m in methods if m.name not in OWN_PASS_METHODS]
+    plain = [m for m in methods if not m.own_pass]
     gradcam = get_method("gradcam")
     if "guided-gradcam" in names and "gradcam" not in names:
         plain.append(gradcam)  # guided-gradcam multiplies by it; left out of the result

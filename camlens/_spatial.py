@@ -208,8 +208,10 @@ def infer_view(
     """
     shape = tuple(output.shape)
     if output.dim() == 4:
-        first = fits_input(shape[2:4], input_size)
-        last = fits_input(shape[1:3], input_size)
+        # Channels-last tensors come from patch-based models: their grid must be an exact patch
+        # grid; channels-first ones may be off by a cell or more (padding-free convolutions).
+        first = fits_input((shape[2], shape[3]), input_size)
+        last = _patch_grid((shape[1], shape[2]), input_size)
         by_type = _four_d_layout(shape, module)
         if by_type == "channels_first" or (by_type is None and first and not last):
             return SpatialView("channels_first", (shape[2], shape[3]))

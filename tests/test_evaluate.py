@@ -193,7 +193,7 @@ def test_cli_evaluate_on_shared_images(tmp_path: Path) -> None:
             "--weights",
             "none",
             "--limit",
-            "2",
+            "1",
             "--method",
             "gradcam",
             "--method",
@@ -206,12 +206,12 @@ def test_cli_evaluate_on_shared_images(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     rows = read_csv(out / "per_image.csv")
-    assert len(rows) == 4 and {r["method"] for r in rows} == {"gradcam", "center"}
+    assert len(rows) == 2 and {r["method"] for r in rows} == {"gradcam", "center"}
     assert all(r["label_source"] == "prediction" for r in rows)
     assert all(0 <= float(r["deletion_auc"]) <= 1 for r in rows)
     assert all(r["road_morf_50"] != "" for r in rows)
     markdown = (out / "summary.md").read_text()
-    assert "| gradcam | features | 2 |" in markdown and "| center | - | 2 |" in markdown
+    assert "| gradcam | features | 1 |" in markdown and "| center | - | 1 |" in markdown
     assert len(read_csv(out / "summary.csv")) == 2
     assert Image.open(out / "curves.png").format == "PNG"
 
