@@ -171,7 +171,7 @@ def bench(name: str, args: argparse.Namespace) -> list[str]:
     ours = args.batch_size
     floor = floor_per_image(model, x, ours, args.repeats)
     lines = []
-    for method in ("scorecam", "ablationcam"):
+    for method in args.methods:
         masks = distinct + constant if method == "scorecam" else nonzero
         runners: dict[str, Callable[[], torch.Tensor]] = {
             f"camlens (bs {ours})": camlens_runner(model, x, layer, target, method, ours)
@@ -190,16 +190,22 @@ def bench(name: str, args: argparse.Namespace) -> list[str]:
                 runners[f"torch-cam (bs {ours})"] = torch_cam_runner(model, x, layer, target, ours)
         times: dict[str, list[float]] = {key: [] for key in runners}
         cpu: dict[str, list[float]] = {key: [] for key in runners}
+        failed: dict[str, str] = {}
         rows: dict[str, int] = {}
         maps: dict[str, torch.Tensor] = {}
         for _ in range(args.repeats):  # interleaved: each repeat runs every library once
             for key, run in runners.items():
                 counter = RowCounter(model)
                 start, start_cpu = time.perf_counter(), time.process_time()
-                maps[key] = run()
+                try:
+                    maps[key] = run()
+                except Exception as error:  # a peer that cannot run this model/layer
+                    failed[key] = f"{type(error).__name__}: {str(error)[:80]}"
+                    maps[key] = torch.full_like(maps[next(iter(runners))], float("nan"))
+                finally:
+                    counter.handle.remove()
                 times[key].append(time.perf_counter() - start)
                 cpu[key].append(time.process_time() - start_cpu)
-                counter.handle.remove()
                 rows[key] = counter.rows
         reference = maps[next(iter(runners))]
         medians = {key: statistics.median(values) for key, values in times.items()}
@@ -221,6 +227,9 @@ def bench(name: str, args: argparse.Namespace) -> list[str]:
         )
         lines.append("| --- | --- | --- | --- | --- | --- | --- |")
         for key in runners:
+            if key in failed:
+                lines.append(f"| {key} | failed: {failed[key]} | | | | | |")
+                continue
             lines.append(
                 f"| {key} | {medians[key]:.2f} | {statistics.median(cpu[key]):.2f} | {rows[key]} "
                 f"| {medians[key] / (masks * floor):.2f} "
@@ -246,6 +255,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="camlens's [32 CPU, 128 CUDA]")
     parser.add_argument("--models", nargs="+", default=["lite0", "resnet"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--methods", nargs="+", default=["scorecam", "ablationcam"])
     args = parser.parse_args()
     args.repeats = args.repeats or (1 if args.quick else 3)
     args.batch_size = args.batch_size or DEFAULT_BATCH_SIZE[torch.device(args.device).type]

@@ -316,9 +316,10 @@ def scorecam(context: PerturbationContext) -> torch.Tensor:
     ``M_k = s(Up(A_k))`` (bilinear upsampling to the input size, then min-max to [0, 1]),
     ``S_k = f_c(X * M_k) - f_c(X_b)``, ``w = softmax_k(S_k)``, ``L = ReLU(sum_k w_k A_k)``.
 
-    The score ``f_c`` is the pre-softmax logit of the target class, as in Algorithm 1 (the
-    official code's softmax probabilities would squash every score into [0, 1] before the
-    channel softmax, which then gives almost equal weights). The baseline term ``f_c(X_b)`` is the
+    The score ``f_c`` is the pre-softmax logit of the target class with a softmax over channels,
+    as in Algorithm 1 (the authors' public code instead weights each channel by the class's
+    softmax probability of the masked input; we follow the paper, as pytorch-grad-cam and
+    torch-cam do, whose maps ours match). The baseline term ``f_c(X_b)`` is the
     same for every channel, so it cancels in the softmax and no baseline forward is needed. A
     constant channel has the all-zero mask (``s`` of a constant is 0 here, where the paper's
     formula is 0/0): it scores the zero image. With a callable ``target``, ``f_c`` is its score.

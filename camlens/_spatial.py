@@ -192,6 +192,20 @@ def _four_d_layout(shape: tuple[int, ...], module: nn.Module | None) -> str | No
     return None
 
 
+def _may_be_channels_last(module: nn.Module | None) -> bool:
+    """Whether a module could emit (B, h, w, C): only blocks with a last-axis LayerNorm or Linear.
+
+    PyTorch's convention is channels-first; a channels-last tensor comes out of blocks that
+    normalise or project over the last axis (Swin, ConvNeXt and MaxViT blocks, permutes).
+    """
+    if module is None:
+        return True
+    return any(
+        isinstance(sub, (nn.LayerNorm, nn.Linear)) or "permute" in type(sub).__name__.lower()
+        for sub in module.modules()
+    )
+
+
 def infer_view(
     output: torch.Tensor,
     input_size: tuple[int, int],
@@ -217,6 +231,8 @@ def infer_view(
             return SpatialView("channels_first", (shape[2], shape[3]))
         if by_type == "channels_last" or (by_type is None and last and not first):
             return SpatialView("channels_last", (shape[1], shape[2]))
+        if first and last and not _may_be_channels_last(module):
+            return SpatialView("channels_first", (shape[2], shape[3]))
         if first and last:
             return (
                 f"shape {shape} reads as (B, C, h, w) and as (B, h, w, C) for a "

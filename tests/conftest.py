@@ -10,6 +10,15 @@ from torch import nn
 
 import camlens
 
+#: Methods computed from explain's one shared forward and backward pass: everything except the
+#: perturbation methods (Score-CAM, Ablation-CAM, ...) and those with passes of their own (guided).
+ONE_PASS_METHODS = [
+    name
+    for name in camlens.list_methods()
+    if not camlens._registry.get_method(name).perturbation
+    and not camlens._registry.get_method(name).own_pass
+]
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 

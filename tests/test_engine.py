@@ -11,9 +11,10 @@ import torchvision
 from torch import nn
 
 import camlens
-from tests.conftest import SmallCNN
+from tests.conftest import ONE_PASS_METHODS, SmallCNN
 
-ALL_METHODS = camlens.list_methods()
+# Methods computed from the one shared forward and backward pass (no extra passes of their own).
+ALL_METHODS = ONE_PASS_METHODS
 TWO_LAYERS = ("stem", "block.0")
 
 

@@ -10,9 +10,9 @@ from PIL import Image
 from torchvision.transforms.functional import to_tensor
 
 import camlens
-from tests.conftest import shared_path
+from tests.conftest import ONE_PASS_METHODS, shared_path
 
-GRADIENT_METHODS = [m for m in camlens.list_methods() if m != "eigencam"]
+GRADIENT_METHODS = [m for m in ONE_PASS_METHODS if m != "eigencam"]
 
 
 @pytest.fixture(scope="module")

@@ -94,11 +94,13 @@ def test_channels_last_is_recognised_by_grid_and_by_module() -> None:
     assert infer_view(both, (64, 64), nn.LayerNorm(8)).layout == "channels_last"
     assert infer_view(both, (64, 64), nn.Conv2d(8, 8, 1)).layout == "channels_first"
     assert infer_view(both, (64, 64), nn.BatchNorm2d(8)).layout == "channels_first"
-    # ... and without one it is an error that suggests reshape=.
+    # ... a block with nothing that works on the last axis follows PyTorch's channels-first ...
+    assert infer_view(both, (64, 64), nn.GELU()).layout == "channels_first"
+    # ... and a block that could emit either is an error that suggests reshape=.
     with pytest.raises(
         ValueError, match=r"reads as \(B, C, h, w\) and as \(B, h, w, C\).*reshape="
     ):
-        spatial_view("act", both, (64, 64), nn.GELU())
+        spatial_view("act", both, (64, 64), nn.Sequential(nn.Linear(8, 8), nn.GELU()))
 
 
 def test_grids_fit_the_input_by_one_downsampling_factor() -> None:
