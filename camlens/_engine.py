@@ -234,7 +234,10 @@ def explain(
     smooth_sigma: float | None = None,
     seed: int = 0,
 ) -> Explanation:
-    """Explain a classifier's decision with CAM heatmaps, from one forward and one backward pass.
+    """Explain a classifier's decision with CAM heatmaps.
+
+    Gradient and activation methods share one forward and one backward pass; perturbation
+    methods (Score-CAM, Ablation-CAM), smoothing and the guided methods add passes of their own.
 
     Args:
         model: A classifier, or a :class:`LoadedModel` from :func:`load_model` (which brings its
