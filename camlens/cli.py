@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 import camlens
 from camlens._errors import CamlensError
+from camlens._evaluate import check_out_dir
 from camlens._registry import get_method
 from camlens._targets import class_index
 from camlens._visualize import get_colormap
@@ -120,19 +121,6 @@ def _device(choice: str) -> str | None:
     if choice == "cuda" and not torch.cuda.is_available():
         raise CommandError("--device cuda was asked but CUDA is not available; use --device cpu")
     return None if choice == "auto" else choice
-
-
-def _prepare_out_dir(out: Path) -> Path:
-    if out.exists() and not out.is_dir():
-        raise CommandError(f"--out {str(out)!r} is a file; pass a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise CommandError(
-            f"cannot create output folder {str(out)!r} ({error.strerror or error}); "
-            "pass a writable folder with --out"
-        ) from None
-    return out
 
 
 def _check_images(images: Sequence[Path]) -> None:
@@ -418,7 +406,7 @@ def explain(
         raise CommandError("--target and --top-k both choose classes; pass only one of them")
     _check_images(images)
     torch_device = _device(device)
-    out = _prepare_out_dir(out)
+    out = check_out_dir(out)
     chosen_weights = None if weights.strip().lower() == "none" else weights
     loaded = camlens.load_model(model_name, weights=chosen_weights, device=torch_device)
     class_index = _resolve_target(target, getattr(loaded, "categories", None))
@@ -489,7 +477,7 @@ def _shape_text(shape: Sequence[int] | None, calls: int = 1) -> str:
 def demo(out: Path, device: str) -> None:
     """Explain the bundled cat photo into camlens-demo.png."""
     torch_device = _device(device)
-    out = _prepare_out_dir(out)
+    out = check_out_dir(out)
     sample = importlib.resources.files("camlens") / "data" / "chelsea.png"
     if not sample.is_file():
         raise CommandError(
