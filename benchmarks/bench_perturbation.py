@@ -4,10 +4,12 @@ For each model (ResNet-50 with random weights at layer4, the pretrained offline
 EfficientNet-Lite0 at its last layer), one real image of ../shared/data/imagenet-sample, batch 1,
 its top class: seconds per image (median of interleaved repeats), rows the model was run on,
 distinct masks, and the ratio to the floor = distinct masks x one no-grad forward per image
-(measured at camlens's batch size in the same run). Peers: pytorch-grad-cam (ScoreCAM,
-AblationCAM) and torch-cam (ScoreCAM) at their default batch sizes and at camlens's, same model,
-input, target and layer; ``r`` is the Pearson correlation of each map with camlens's after the
-same upsampling and min-max normalisation.
+(measured at camlens's batch size in the same run, with the input in channels-last layout as
+camlens hands it to the model on the CPU; the plain NCHW floor is printed too). camlens also runs
+with ``channels_last=False`` to show what the layout alone brings.
+Peers: pytorch-grad-cam (ScoreCAM, AblationCAM) and torch-cam (ScoreCAM) at their default batch
+sizes and at camlens's, same model, input, target and layer; ``r`` is the Pearson correlation
+of each map with camlens's after the same upsampling and min-max normalisation.
 
     .venv/bin/python benchmarks/bench_perturbation.py            # ResNet-50 and Lite0, 3 repeats
     .venv/bin/python benchmarks/bench_perturbation.py --quick    # ResNet-18, 1 repeat
@@ -66,9 +68,15 @@ class RowCounter:
             self.rows += int(first.shape[0])
 
 
-def floor_per_image(model: nn.Module, x: torch.Tensor, batch_size: int, repeats: int) -> float:
+def floor_per_image(
+    model: nn.Module,
+    x: torch.Tensor,
+    batch_size: int,
+    repeats: int,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> float:
     """Seconds of one no-grad forward per image, at ``batch_size`` images per forward."""
-    batch = x.expand(batch_size, *x.shape[1:]).contiguous()
+    batch = x.expand(batch_size, *x.shape[1:]).contiguous(memory_format=memory_format)
     times = []
     with torch.inference_mode():
         model(batch)
@@ -80,7 +88,13 @@ def floor_per_image(model: nn.Module, x: torch.Tensor, batch_size: int, repeats:
 
 
 def camlens_runner(
-    model: nn.Module, x: torch.Tensor, layer: str, target: int, method: str, batch_size: int
+    model: nn.Module,
+    x: torch.Tensor,
+    layer: str,
+    target: int,
+    method: str,
+    batch_size: int,
+    channels_last: bool | None = None,
 ) -> Callable[[], torch.Tensor]:
     def run() -> torch.Tensor:
         explanation = camlens.explain(
@@ -91,6 +105,7 @@ def camlens_runner(
             target=target,
             batch_size=batch_size,
             progress=False,
+            channels_last=channels_last,
         )
         return explanation.maps[(layer, method)][0]
 
@@ -169,31 +184,37 @@ def bench(name: str, args: argparse.Namespace) -> list[str]:
     nonzero = int(activations.flatten(2).ne(0).any(dim=2).sum())
     channels = int(activations.shape[1])
     ours = args.batch_size
-    floor = floor_per_image(model, x, ours, args.repeats)
     lines = []
     for method in args.methods:
         masks = distinct + constant if method == "scorecam" else nonzero
         runners: dict[str, Callable[[], torch.Tensor]] = {
-            f"camlens (bs {ours})": camlens_runner(model, x, layer, target, method, ours)
+            f"camlens (bs {ours})": camlens_runner(model, x, layer, target, method, ours),
+            f"camlens (bs {ours}, NCHW input)": camlens_runner(
+                model, x, layer, target, method, ours, channels_last=False
+            ),
         }
         default = 16 if method == "scorecam" else 32
         runners[f"pytorch-grad-cam (bs {default}, default)"] = grad_cam_runner(
             model, x, layer, target, method, None
         )
-        if not args.quick:
+        if not args.quick and ours != default:
             runners[f"pytorch-grad-cam (bs {ours})"] = grad_cam_runner(
                 model, x, layer, target, method, ours
             )
         if method == "scorecam":
             runners["torch-cam (bs 32, default)"] = torch_cam_runner(model, x, layer, target, None)
-            if not args.quick:
+            if not args.quick and ours != 32:
                 runners[f"torch-cam (bs {ours})"] = torch_cam_runner(model, x, layer, target, ours)
         times: dict[str, list[float]] = {key: [] for key in runners}
         cpu: dict[str, list[float]] = {key: [] for key in runners}
         failed: dict[str, str] = {}
         rows: dict[str, int] = {}
         maps: dict[str, torch.Tensor] = {}
+        floors: dict[str, list[float]] = {"nchw": [], "channels_last": []}
         for _ in range(args.repeats):  # interleaved: each repeat runs every library once
+            # The floors too, so that a busy spell of the machine hits them alike.
+            floors["nchw"].append(floor_per_image(model, x, ours, 2))
+            floors["channels_last"].append(floor_per_image(model, x, ours, 2, torch.channels_last))
             for key, run in runners.items():
                 counter = RowCounter(model)
                 start, start_cpu = time.perf_counter(), time.process_time()
@@ -208,6 +229,9 @@ def bench(name: str, args: argparse.Namespace) -> list[str]:
                 cpu[key].append(time.process_time() - start_cpu)
                 rows[key] = counter.rows
         reference = maps[next(iter(runners))]
+        plain_floor = statistics.median(floors["nchw"])
+        # camlens hands channels-last input to the model on the CPU (NCHW on CUDA without amp).
+        floor = plain_floor if args.device == "cuda" else statistics.median(floors["channels_last"])
         medians = {key: statistics.median(values) for key, values in times.items()}
         # Only peers that compute the same map count (pytorch-grad-cam hooks the first call of a
         # module that runs twice, such as Lite0's `_swish`, and explains another layer).
@@ -219,7 +243,8 @@ def bench(name: str, args: argparse.Namespace) -> list[str]:
         lines.append(
             f"\n{name} {layer} ({channels} channels, {nonzero} non-zero, {distinct} distinct "
             f"non-constant masks{' + the zero mask' if constant else ''}), {method}, target "
-            f"{target}; floor = {masks} x {floor * 1000:.1f} ms = {masks * floor:.2f} s"
+            f"{target}; floor = {masks} x {floor * 1000:.1f} ms = {masks * floor:.2f} s "
+            f"(NCHW input: {plain_floor * 1000:.1f} ms per forward)"
         )
         lines.append(
             "| library | s / image | CPU s / image | rows run | x floor | vs camlens "

@@ -118,7 +118,9 @@ def ablationcam(context: PerturbationContext) -> torch.Tensor:
         with evaluation_mode(model), torch.no_grad():
             # One plain forward: the base scores y in the same numerics as the ablated ones,
             # and the call whose output the engine captured (the layer's last).
-            output, calls = _count_calls(module, lambda: model(x))
+            output, calls = context.options.call(
+                lambda inputs: _count_calls(module, lambda: model(inputs)), x
+            )
             base, _ = scorer(output, images)
             del output
             ablated = base[:, None, :].repeat(1, channels, 1)  # y_k = y for skipped channels
@@ -164,15 +166,16 @@ def _ablated_scores(
     """
     x = context.inputs[image : image + 1]
     rows = torch.full((len(copies),), image, device=x.device)
+
+    def run(inputs: torch.Tensor) -> object:
+        with replacing_output(context, copies, calls - 1):
+            return context.model(inputs)
+
     if repeat:
-        with replacing_output(context, copies, calls - 1):
-            output = context.model(x.expand(len(copies), *x.shape[1:]))
-        return scorer(output, rows)[0]
+        return scorer(context.options.call(run, x.expand(len(copies), *x.shape[1:])), rows)[0]
     try:
-        with replacing_output(context, copies, calls - 1):
-            output = context.model(x)
         # A wrong number of output rows fails here (gather, or the callable's count check).
-        return scorer(output, rows)[0]
+        return scorer(context.options.call(run, x, fallback=False), rows)[0]
     except (RuntimeError, InputError):
         return None
 

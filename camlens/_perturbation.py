@@ -281,7 +281,7 @@ def score_cam_family(context: PerturbationContext, variants: Variants, name: str
                 masks = masks * scales[variant].view(-1, 1, 1, 1)
                 if noise is not None:
                     masks = masks + noise[variant]
-                output = context.model(x[chunk_images] * masks.to(x.dtype))
+                output = context.options.call(context.model, x[chunk_images] * masks.to(x.dtype))
                 shared_row = 0 if start == 0 and needs_zero else None
                 scores, shared = scorer(output, chunk_images, shared_row)
                 job_scores[start:stop] = scores

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from camlens._errors import InputError, MethodNotFoundError
+from camlens._forward import ForwardOptions
 
 if TYPE_CHECKING:
     from camlens._spatial import SpatialView
@@ -54,6 +55,8 @@ class PerturbationContext:
         progress: Show a progress bar: ``None`` when slow and on a terminal, or always/never.
         view: How the layer's raw output maps to ``activations`` (token layers), or ``None``
             when the output already is (B, C, h, w).
+        options: Layout and precision of the perturbed forwards; run them with
+            ``options.call(model, inputs)``.
     """
 
     model: nn.Module
@@ -68,6 +71,7 @@ class PerturbationContext:
     max_channels: int | None = None
     progress: bool | None = None
     view: SpatialView | None = None
+    options: ForwardOptions = field(default_factory=ForwardOptions)
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import difflib
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from camlens._errors import ArgumentTypeError, InputError
@@ -74,12 +76,25 @@ def _indices(
 ) -> list[int]:
     if isinstance(target, bool):
         raise ArgumentTypeError("`target` must be a class index or name, not a bool")
-    if isinstance(target, int):
-        indices = [target] * batch
+    if isinstance(target, np.ndarray) and target.dtype.kind in "OUS":  # class names
+        target = target.tolist()
+    if isinstance(target, numbers.Integral):  # numpy integers too (an argmax result)
+        indices = [int(target)] * batch
     elif isinstance(target, str):
         indices = [class_index(target, categories)] * batch
-    elif isinstance(target, torch.Tensor) and target.dim() <= 1 and not target.is_floating_point():
-        indices = [int(v) for v in target.reshape(-1).tolist()]
+    elif isinstance(target, (torch.Tensor, np.ndarray)):
+        tensor = torch.as_tensor(target)
+        if (
+            tensor.dim() > 1
+            or tensor.is_floating_point()
+            or tensor.is_complex()
+            or tensor.dtype == torch.bool
+        ):
+            raise ArgumentTypeError(
+                f"`target` {type(target).__name__} has shape {tuple(tensor.shape)} and dtype "
+                f"{tensor.dtype}; pass integer class indices, one per image or one for all"
+            )
+        indices = [int(v) for v in tensor.reshape(-1).tolist()]
         indices = indices * batch if len(indices) == 1 else indices
     elif isinstance(target, (list, tuple)):
         indices = [

@@ -2,6 +2,11 @@
 
 Every command catches camlens errors, ``ValueError``/``TypeError`` and ``OSError`` at its
 boundary and prints one line, ``error: <problem>; <how to fix>``, to stderr with exit code 2.
+
+Files are safe: no command writes over one of its inputs, none replaces an existing output
+unless ``--overwrite`` is given, each PNG is written to a temporary name and renamed into place
+(a run stopped halfway leaves no half-written file), and ``explain`` on several images goes on
+past an image that fails, then lists the failures and exits with code 2.
 """
 
 from __future__ import annotations
@@ -9,8 +14,10 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import importlib.resources
+import os
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,11 +26,11 @@ import torch
 from tqdm import tqdm
 
 import camlens
-from camlens._errors import CamlensError
-from camlens._evaluate import check_out_dir
+from camlens._errors import CamlensError, LayerNotFoundError, MethodNotFoundError
+from camlens._evaluate import CURVES_FILE, PER_IMAGE_FILE, check_out_dir
 from camlens._registry import get_method
 from camlens._targets import class_index
-from camlens._visualize import get_colormap
+from camlens._visualize import figure_to_png_bytes, get_colormap
 
 __all__ = ["main"]
 
@@ -32,6 +39,8 @@ DEFAULT_MODEL = "efficientnet_lite0"
 TOP_PREDICTIONS = 5
 #: Exit code of every error, the same as click's usage errors.
 ERROR_EXIT_CODE = 2
+#: Files `camlens evaluate` writes into --out.
+EVALUATE_OUTPUTS = (PER_IMAGE_FILE, CURVES_FILE, "summary.csv", "summary.md", "curves.png")
 
 Command = TypeVar("Command", bound=Callable[..., Any])
 
@@ -60,14 +69,19 @@ def _reports_errors(command: Command) -> Command:
         except BrokenPipeError:  # output piped into `head` and closed early: not an error
             sys.stderr.close()
             raise click.exceptions.Exit(0) from None
-        except (CommandError, CamlensError, ValueError, TypeError) as error:
-            message = str(error) or type(error).__name__
-        except OSError as error:
-            message = _describe_os_error(error)
-        click.echo(f"error: {_one_line(message)}", err=True)
+        except (CommandError, CamlensError, ValueError, TypeError, OSError) as error:
+            message = _message(error)
+        click.echo(f"error: {message}", err=True)
         raise click.exceptions.Exit(ERROR_EXIT_CODE)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _message(error: Exception) -> str:
+    """The one-line text of an expected error."""
+    if isinstance(error, OSError) and not isinstance(error, CamlensError):
+        return _describe_os_error(error)
+    return _one_line(str(error) or type(error).__name__)
 
 
 def _version() -> str:
@@ -165,6 +179,34 @@ def _output_path(out: Path, stem: str, taken: set[Path]) -> Path:
     return candidate
 
 
+def _refuse_existing(paths: Sequence[Path], overwrite: bool, fix: str = "") -> None:
+    """Stop before any work when an output file exists and ``--overwrite`` was not given."""
+    existing = [path for path in paths if path.is_file() or path.is_symlink()]
+    if existing and not overwrite:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise CommandError(
+            f"output {str(existing[0])!r} already exists{more}; pass --overwrite to replace "
+            f"it{fix}, or choose another --out"
+        )
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary name beside ``path``, then rename: never a half file."""
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        partial.write_bytes(data)
+        os.replace(partial, path)
+    except BaseException as error:  # Ctrl-C too: leave no temporary file behind
+        with suppress(OSError):
+            partial.unlink(missing_ok=True)
+        if not isinstance(error, OSError):
+            raise
+        raise CommandError(
+            f"cannot write {str(path)!r} ({error.strerror or error}); "
+            "pass a writable folder with --out"
+        ) from None
+
+
 def _top_predictions(explanation: Any, index: int = 0) -> list[str]:
     probs = explanation.probs[index]
     count = min(TOP_PREDICTIONS, probs.shape[-1])
@@ -227,13 +269,8 @@ def _explain_and_save(
         **(smoothing or {}),
         **(perturbation or {}),
     )
-    try:
-        explanation.save(written, index=0, colormap=colormap, alpha=alpha)
-    except OSError as error:
-        raise CommandError(
-            f"cannot write {str(written)!r} ({error.strerror or error}); "
-            "pass a writable folder with --out"
-        ) from None
+    figure = explanation.figure(index=0, colormap=colormap, alpha=alpha)
+    _write_file(written, figure_to_png_bytes(figure))
     return explanation
 
 
@@ -263,6 +300,11 @@ _out_option = click.option(
     show_default=True,
     metavar="DIR",
     help="Folder for the PNG files (created when missing).",
+)
+_overwrite_option = click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace output files that already exist (inputs are never written over).",
 )
 
 
@@ -314,6 +356,7 @@ def main() -> None:
     help="Pretrained weights name, a state-dict file, or 'none' for random weights.",
 )
 @_out_option
+@_overwrite_option
 @click.option(
     "--colormap", default="jet", show_default=True, metavar="NAME", help="Matplotlib colormap."
 )
@@ -377,6 +420,7 @@ def explain(
     top_k: int | None,
     weights: str,
     out: Path,
+    overwrite: bool,
     colormap: str,
     alpha: float,
     smooth: str | None,
@@ -390,7 +434,10 @@ def explain(
     """Explain images; write one labelled PNG each.
 
     For every IMAGE, writes <stem>-camlens.png into --out (the picture, then a heatmap and an
-    overlay per method, one row per layer and class) and prints the top-5 predictions.
+    overlay per method, one row per layer and class) and prints the top-5 predictions. An
+    existing output is kept unless --overwrite is given; an input is never written over. An
+    image that fails is reported and the others are still explained; the command then lists
+    the failures and exits with code 2.
 
     \b
     Examples:
@@ -407,32 +454,51 @@ def explain(
     _check_images(images)
     torch_device = _device(device)
     out = check_out_dir(out)
+    taken = {path.resolve() for path in images}
+    outputs = [_output_path(out, image.stem, taken) for image in images]
+    _refuse_existing(outputs, overwrite)
     chosen_weights = None if weights.strip().lower() == "none" else weights
     loaded = camlens.load_model(model_name, weights=chosen_weights, device=torch_device)
     class_index = _resolve_target(target, getattr(loaded, "categories", None))
-    taken = {path.resolve() for path in images}
     interactive = len(images) > 1 and sys.stderr.isatty()
-    for image in tqdm(images, desc="explaining", unit="image", disable=not interactive):
-        written = _output_path(out, image.stem, taken)
-        explanation = _explain_and_save(
-            loaded,
-            image,
-            written,
-            methods=checked_methods,
-            layers=layers,
-            target=class_index,
-            top_k=top_k,
-            device=torch_device,
-            colormap=colormap,
-            alpha=alpha,
-            smoothing=smoothing,
-            perturbation={
-                "batch_size": batch_size,
-                "max_channels": max_channels,
-                "progress": None if progress else False,
-            },
-        )
+    failed: list[Path] = []
+    pairs = list(zip(images, outputs, strict=True))
+    for image, written in tqdm(pairs, desc="explaining", unit="image", disable=not interactive):
+        try:
+            explanation = _explain_and_save(
+                loaded,
+                image,
+                written,
+                methods=checked_methods,
+                layers=layers,
+                target=class_index,
+                top_k=top_k,
+                device=torch_device,
+                colormap=colormap,
+                alpha=alpha,
+                smoothing=smoothing,
+                perturbation={
+                    "batch_size": batch_size,
+                    "max_channels": max_channels,
+                    "progress": None if progress else False,
+                },
+            )
+        except (CommandError, CamlensError, ValueError, TypeError, OSError, RuntimeError) as error:
+            # One image alone, or a mistake every image would repeat: stop with that one line.
+            if len(images) == 1 or isinstance(error, (LayerNotFoundError, MethodNotFoundError)):
+                raise
+            failed.append(image)
+            with tqdm.external_write_mode():
+                click.echo(f"error: {image}: {_message(error)}", err=True)
+            continue
         _report(str(image), explanation, written)
+    if failed:
+        listed = ", ".join(str(path) for path in failed[:5])
+        more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+        raise CommandError(
+            f"{len(failed)} of {len(images)} images failed ({listed}{more}); the others were "
+            "written, fix those inputs (reasons above) and run them again"
+        )
 
 
 @main.command()
@@ -472,12 +538,14 @@ def _shape_text(shape: Sequence[int] | None, calls: int = 1) -> str:
 
 @main.command()
 @_out_option
+@_overwrite_option
 @_device_option
 @_reports_errors
-def demo(out: Path, device: str) -> None:
+def demo(out: Path, overwrite: bool, device: str) -> None:
     """Explain the bundled cat photo into camlens-demo.png."""
     torch_device = _device(device)
     out = check_out_dir(out)
+    _refuse_existing([out / "camlens-demo.png"], overwrite)
     sample = importlib.resources.files("camlens") / "data" / "chelsea.png"
     if not sample.is_file():
         raise CommandError(
@@ -547,7 +615,16 @@ def demo(out: Path, device: str) -> None:
     show_default=True,
     help="Most images per forward pass of the metrics.",
 )
+@click.option(
+    "--max-channels",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Per-channel methods (scorecam, ...) perturb only each image's N strongest channels "
+    "(an approximation; rows are named 'scorecam (max_channels=N)').",
+)
 @click.option("--resume", is_flag=True, help="Keep the rows already in --out and continue.")
+@_overwrite_option
 @click.option(
     "--weights",
     default="DEFAULT",
@@ -566,7 +643,9 @@ def evaluate(
     out: Path,
     road_percent: str,
     batch_size: int,
+    max_channels: int | None,
     resume: bool,
+    overwrite: bool,
     weights: str,
     device: str,
 ) -> None:
@@ -583,6 +662,8 @@ def evaluate(
     """  # noqa: D301 - "\b" is click's marker for a paragraph it must not rewrap
     from camlens._evaluate import run_evaluate
 
+    if not resume and out.is_dir():
+        _refuse_existing([out / name for name in EVALUATE_OUTPUTS], overwrite, " (or --resume)")
     run_evaluate(
         path,
         model_name=model_name,
@@ -595,6 +676,7 @@ def evaluate(
         resume=resume,
         weights=None if weights.strip().lower() == "none" else weights,
         device=_device(device),
+        max_channels=max_channels,
     )
 
 

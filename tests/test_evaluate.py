@@ -141,6 +141,28 @@ def test_evaluate_folder_rows_are_the_metrics_of_each_map(
     assert Image.open(out / "curves.png").size[0] > 500
 
 
+def test_max_channels_limits_only_per_channel_methods_and_names_their_rows(
+    tmp_path: Path, tiny_model: camlens.LoadedModel
+) -> None:
+    path = write_image(tmp_path / "img0.png", 0)
+    out = tmp_path / "out"
+    out.mkdir()
+    options = {"road_percentages": (), "images_per_batch": 1, "max_channels": 3}
+    items = [LabelledImage(path, 2, "labels.csv")]
+    evaluate_folder(tiny_model, items, ["scorecam", "gradcam"], ["block"], out, **options)
+    rows = {r["method"]: r for r in read_csv(out / "per_image.csv")}
+    assert set(rows) == {"scorecam (max_channels=3)", "gradcam"}
+    # The scorecam row scores the 3-channel approximation, not exact Score-CAM.
+    limited = camlens.explain(
+        tiny_model, str(path), methods="scorecam", layers="block", target=2, max_channels=3
+    )
+    exact = camlens.explain(tiny_model, str(path), methods="scorecam", layers="block", target=2)
+    assert not torch.allclose(limited["scorecam"], exact["scorecam"], atol=1e-3)
+    deletion = metrics.deletion(tiny_model, limited.images, limited["scorecam"], 2)
+    row = rows["scorecam (max_channels=3)"]
+    assert float(row["deletion_auc"]) == pytest.approx(float(deletion.auc[0]), abs=1e-5)
+
+
 def test_resume_skips_finished_rows(tmp_path: Path, tiny_model: camlens.LoadedModel) -> None:
     paths = [write_image(tmp_path / f"img{i}.png", i) for i in range(2)]
     items = [LabelledImage(p, None, "prediction") for p in paths]
