@@ -121,14 +121,22 @@ def grad_cam_runner(
     module = dict(model.named_modules())[layer]
     kind = ScoreCAM if method == "scorecam" else AblationCAM
 
+    parent_name, _, child = layer.rpartition(".")
+    parent = model.get_submodule(parent_name)
+
     def run() -> torch.Tensor:
-        with (
-            kind(model=model, target_layers=[module]) as cam,
-            contextlib.redirect_stderr(io.StringIO()),
-        ):
-            if batch_size is not None:
-                cam.batch_size = batch_size
-            maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(target)])
+        try:
+            with (
+                kind(model=model, target_layers=[module]) as cam,
+                contextlib.redirect_stderr(io.StringIO()),
+            ):
+                if batch_size is not None:
+                    cam.batch_size = batch_size
+                maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(target)])
+        finally:
+            # AblationCAM swaps the layer for its ablation module and, when it crashes (Lite0),
+            # leaves it there: put the layer back so the next runs see the real model.
+            setattr(parent, child, module)
         return normalised(torch.from_numpy(maps[0]), tuple(x.shape[-2:]))
 
     return run

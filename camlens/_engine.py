@@ -97,7 +97,8 @@ def capturing(
             if torch.is_grad_enabled() and not output.requires_grad:
                 output = output.detach().requires_grad_(True)
             captured[name] = output
-            return output.clone() if torch.is_grad_enabled() else output
+            # Also without autograd: an in-place ReLU after the layer must not edit the capture.
+            return output.clone()
 
         return hook
 
@@ -427,7 +428,9 @@ def _run(
             for spec in layer_specs
         ]
         unique = list(dict.fromkeys(names))
-        with capturing(modules, unique) as captured:
+        needs_gradients = any(method.needs_gradients for method in methods)
+        # No autograd graph when no chosen method reads a gradient (Eigen-CAM, Score-CAM...).
+        with capturing(modules, unique) as captured, torch.set_grad_enabled(needs_gradients):
             output = gradient_options.call(network, x)
         logits = logits_of(output)
         # Gradients are taken w.r.t. the raw outputs (in the graph); methods see spatial views.
@@ -439,7 +442,6 @@ def _run(
         raw_outputs = [captured[n] for n in unique]
         activations = [view.to_spatial(a) for view, a in zip(views, raw_outputs, strict=True)]
         targets: Targets = resolve_targets(target, top_k, logits, output, categories)
-        needs_gradients = any(method.needs_gradients for method in methods)
         gradients = (
             [
                 view.to_spatial(g)

@@ -147,3 +147,30 @@ def test_amp_choices() -> None:
 def test_bad_options(small_cnn: nn.Module, options: dict, error: type, message: str) -> None:
     with pytest.raises(error, match=message):
         camlens.explain(small_cnn, torch.randn(1, 3, 16, 16), **options)
+
+
+def test_gradient_free_call_builds_no_graph_and_reads_values_before_inplace_relu() -> None:
+    torch.manual_seed(4)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 2),
+    ).eval()
+    x = torch.randn(1, 3, 8, 8)
+    tracked: list[bool] = []
+    handle = model[4].register_forward_hook(lambda _m, _i, out: tracked.append(out.requires_grad))
+    try:
+        explanation = camlens.explain(model, x, methods="eigencam", layers="0")
+    finally:
+        handle.remove()
+    assert tracked == [False]  # Eigen-CAM needs no gradient: no autograd graph was recorded
+    eigencam = camlens._registry.get_method("eigencam").function
+    with torch.no_grad():
+        before_relu = model[0](x)
+    expected = eigencam(camlens._registry.LayerTensors(before_relu, None))
+    after_relu = eigencam(camlens._registry.LayerTensors(before_relu.clamp_min(0), None))
+    raw = explanation.raw[("0", "eigencam")]
+    torch.testing.assert_close(raw, expected, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(raw, after_relu, atol=1e-3)
