@@ -213,6 +213,12 @@ def bench(name: str, args: argparse.Namespace) -> list[str]:
             runners["torch-cam (bs 32, default)"] = torch_cam_runner(model, x, layer, target, None)
             if not args.quick and ours != 32:
                 runners[f"torch-cam (bs {ours})"] = torch_cam_runner(model, x, layer, target, ours)
+        if args.skip:  # drop runners by name (the first, camlens's default, always runs)
+            runners = {
+                key: run
+                for position, (key, run) in enumerate(runners.items())
+                if position == 0 or not any(word in key for word in args.skip)
+            }
         times: dict[str, list[float]] = {key: [] for key in runners}
         cpu: dict[str, list[float]] = {key: [] for key in runners}
         failed: dict[str, str] = {}
@@ -243,10 +249,13 @@ def bench(name: str, args: argparse.Namespace) -> list[str]:
         medians = {key: statistics.median(values) for key, values in times.items()}
         # Only peers that compute the same map count (pytorch-grad-cam hooks the first call of a
         # module that runs twice, such as Lite0's `_swish`, and explains another layer).
+        cpu_medians = {key: statistics.median(values) for key, values in cpu.items()}
         same = [
-            value
-            for key, value in medians.items()
-            if not key.startswith("camlens") and pearson(maps[key], reference) >= 0.99
+            key
+            for key in medians
+            if not key.startswith("camlens")
+            and key not in failed
+            and pearson(maps[key], reference) >= 0.99
         ]
         lines.append(
             f"\n{name} {layer} ({channels} channels, {nonzero} non-zero, {distinct} distinct "
@@ -269,11 +278,15 @@ def bench(name: str, args: argparse.Namespace) -> list[str]:
                 f"| {medians[key] / medians[next(iter(runners))]:.2f}x "
                 f"| {pearson(maps[key], reference):.3f} |"
             )
-        ours_time = medians[next(iter(runners))]
+        ours_key = next(iter(runners))
         if same:
+            # CPU time too: on a shared machine whose load changes between runs it is the
+            # steadier measure of the work each library does.
             lines.append(
                 f"fastest peer with the same map (r >= 0.99) / camlens = "
-                f"{min(same) / ours_time:.2f}"
+                f"{min(medians[key] for key in same) / medians[ours_key]:.2f} in seconds, "
+                f"{min(cpu_medians[key] for key in same) / cpu_medians[ours_key]:.2f} in CPU "
+                "seconds"
             )
         else:
             lines.append("no peer computed the same map (r >= 0.99)")
@@ -289,6 +302,9 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["lite0", "resnet"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--methods", nargs="+", default=["scorecam", "ablationcam"])
+    parser.add_argument(
+        "--skip", nargs="+", default=[], help="leave out runners whose name holds a word, e.g. NCHW"
+    )
     args = parser.parse_args()
     args.repeats = args.repeats or (1 if args.quick else 3)
     args.batch_size = args.batch_size or DEFAULT_BATCH_SIZE[torch.device(args.device).type]

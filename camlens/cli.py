@@ -495,9 +495,10 @@ def explain(
     if failed:
         listed = ", ".join(str(path) for path in failed[:5])
         more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+        others = "the others were written; " if len(failed) < len(images) else ""
         raise CommandError(
-            f"{len(failed)} of {len(images)} images failed ({listed}{more}); the others were "
-            "written, fix those inputs (reasons above) and run them again"
+            f"{len(failed)} of {len(images)} images failed ({listed}{more}); {others}fix those "
+            "inputs (reasons above) and run them again"
         )
 
 

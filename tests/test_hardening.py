@@ -422,7 +422,7 @@ def test_a_failing_image_is_reported_and_the_others_are_written(
     lines = result.stderr.strip().splitlines()
     assert lines[0].startswith(f"error: {bad}: cannot read image")
     assert lines[-1] == (
-        f"error: 1 of 3 images failed ({bad}); the others were written, fix those inputs "
+        f"error: 1 of 3 images failed ({bad}); the others were written; fix those inputs "
         "(reasons above) and run them again"
     )
     assert len(lines) == 2
