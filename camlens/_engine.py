@@ -291,7 +291,7 @@ def explain(
         seed: Seed of the noise generator; the same call gives the same maps.
         channels_last: Hand the model its input in channels-last memory layout (the model is
             not changed). ``None``: only for the batched forwards of the perturbation methods on
-            the CPU (1.3-1.6x faster there), and on CUDA under ``amp``. If the model cannot take
+            the CPU (1.4-1.5x faster there), and on CUDA under ``amp``. If the model cannot take
             that layout, camlens falls back to the usual one.
         amp: Run the forward passes under ``torch.autocast``: ``True`` picks bfloat16 where the
             device supports it (else float16), or name ``"bf16"``/``"fp16"``. Maps differ from

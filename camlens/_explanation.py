@@ -120,12 +120,16 @@ class Explanation:
         colormap: str = "jet",
         alpha: float = 0.5,
     ) -> Path:
-        """Write the labelled figure of :meth:`figure` as a PNG file and return its path."""
-        from camlens._visualize import figure_to_png_bytes
+        """Write the labelled figure of :meth:`figure` as a PNG file and return its path.
+
+        The file is written under a temporary name and renamed into place, so a failure never
+        leaves a half-written PNG.
+        """
+        from camlens._visualize import figure_to_png_bytes, write_atomically
 
         target = Path(path)
         png = figure_to_png_bytes(self.figure(index=index, colormap=colormap, alpha=alpha))
-        target.write_bytes(png)
+        write_atomically(target, png)
         return target
 
     def _repr_png_(self) -> bytes:

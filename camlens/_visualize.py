@@ -10,7 +10,10 @@ from __future__ import annotations
 import difflib
 import io
 import numbers
+import os
 from collections.abc import Sequence
+from contextlib import suppress
+from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 import matplotlib
@@ -544,3 +547,21 @@ def figure_to_png_bytes(figure: Figure, dpi: int = DEFAULT_DPI) -> bytes:
     finally:
         figure.clear()
     return buffer.getvalue()
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary name beside ``path``, then rename: never a half file.
+
+    A failure (a full disk, Ctrl-C) leaves ``path`` as it was and no temporary file behind.
+
+    Raises:
+        OSError: When the file cannot be written.
+    """
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        partial.write_bytes(data)
+        os.replace(partial, path)
+    except BaseException:
+        with suppress(OSError):
+            partial.unlink(missing_ok=True)
+        raise

@@ -14,10 +14,8 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import importlib.resources
-import os
 import sys
 from collections.abc import Callable, Sequence
-from contextlib import suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,7 +28,7 @@ from camlens._errors import CamlensError, LayerNotFoundError, MethodNotFoundErro
 from camlens._evaluate import CURVES_FILE, PER_IMAGE_FILE, check_out_dir
 from camlens._registry import get_method
 from camlens._targets import class_index
-from camlens._visualize import figure_to_png_bytes, get_colormap
+from camlens._visualize import get_colormap
 
 __all__ = ["main"]
 
@@ -190,23 +188,6 @@ def _refuse_existing(paths: Sequence[Path], overwrite: bool, fix: str = "") -> N
         )
 
 
-def _write_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary name beside ``path``, then rename: never a half file."""
-    partial = path.with_name(f".{path.name}.partial")
-    try:
-        partial.write_bytes(data)
-        os.replace(partial, path)
-    except BaseException as error:  # Ctrl-C too: leave no temporary file behind
-        with suppress(OSError):
-            partial.unlink(missing_ok=True)
-        if not isinstance(error, OSError):
-            raise
-        raise CommandError(
-            f"cannot write {str(path)!r} ({error.strerror or error}); "
-            "pass a writable folder with --out"
-        ) from None
-
-
 def _top_predictions(explanation: Any, index: int = 0) -> list[str]:
     probs = explanation.probs[index]
     count = min(TOP_PREDICTIONS, probs.shape[-1])
@@ -269,8 +250,13 @@ def _explain_and_save(
         **(smoothing or {}),
         **(perturbation or {}),
     )
-    figure = explanation.figure(index=0, colormap=colormap, alpha=alpha)
-    _write_file(written, figure_to_png_bytes(figure))
+    try:
+        explanation.save(written, index=0, colormap=colormap, alpha=alpha)
+    except OSError as error:
+        raise CommandError(
+            f"cannot write {str(written)!r} ({error.strerror or error}); "
+            "pass a writable folder with --out"
+        ) from None
     return explanation
 
 

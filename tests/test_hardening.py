@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 import threading
 import time
@@ -17,6 +18,7 @@ from click.testing import CliRunner, Result
 from torch import nn
 
 import camlens
+import camlens._visualize
 from camlens import cli
 from camlens._errors import LayerNotFoundError
 from camlens._inputs import Preprocessing
@@ -439,7 +441,7 @@ def test_a_write_failing_halfway_leaves_earlier_outputs_and_no_partial_file(
     for image in images:
         shutil.copy(SAMPLE, image)
     out = tmp_path / "out"
-    real_replace = cli.os.replace
+    real_replace = os.replace
     counter = itertools.count()
 
     def disk_full_on_second(source: str, target: str) -> None:
@@ -447,7 +449,7 @@ def test_a_write_failing_halfway_leaves_earlier_outputs_and_no_partial_file(
             raise OSError(28, "No space left on device")
         real_replace(source, target)
 
-    monkeypatch.setattr(cli.os, "replace", disk_full_on_second)
+    monkeypatch.setattr(camlens._visualize.os, "replace", disk_full_on_second)
     result = _run("explain", *images, "--out", out)
     assert result.exit_code == 2
     assert f"error: {images[1]}: cannot write" in result.stderr
