@@ -366,7 +366,7 @@ def _curve(
         return torch.where(changed, end_at[rows], start_from[rows]), classes[rows.cpu()]
 
     scores = scorer.scores(batch * points, build).reshape(batch, points)
-    fractions = counts.float() / total
+    fractions = counts.cpu().float() / total  # scores come back on the CPU
     auc = torch.trapezoid(scores, fractions, dim=1)
     return Curve(fractions=fractions, scores=scores, auc=auc, classes=classes)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import importlib.resources
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -37,6 +38,9 @@ DEFAULT_MODEL = "efficientnet_lite0"
 TOP_PREDICTIONS = 5
 #: Exit code of every error, the same as click's usage errors.
 ERROR_EXIT_CODE = 2
+#: Exit code of an unexpected failure (a bug, or the model itself raising); set CAMLENS_TRACEBACK=1
+#: to see its traceback.
+INTERNAL_ERROR_EXIT_CODE = 1
 #: Files `camlens evaluate` writes into --out.
 EVALUATE_OUTPUTS = (PER_IMAGE_FILE, CURVES_FILE, "summary.csv", "summary.md", "curves.png")
 
@@ -69,10 +73,28 @@ def _reports_errors(command: Command) -> Command:
             raise click.exceptions.Exit(0) from None
         except (CommandError, CamlensError, ValueError, TypeError, OSError) as error:
             message = _message(error)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as error:  # unexpected: still one line, unless asked for the traceback
+            if os.environ.get("CAMLENS_TRACEBACK"):
+                raise
+            click.echo(f"error: {_unexpected(error)}", err=True)
+            raise click.exceptions.Exit(INTERNAL_ERROR_EXIT_CODE) from None
         click.echo(f"error: {message}", err=True)
         raise click.exceptions.Exit(ERROR_EXIT_CODE)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _unexpected(error: Exception) -> str:
+    """One line for an error camlens did not foresee, with what to do about it."""
+    text = _one_line(str(error) or type(error).__name__)
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return f"out of memory ({text}); use a smaller --batch-size or --device cpu"
+    return (
+        f"unexpected {type(error).__name__}: {text} (rerun with CAMLENS_TRACEBACK=1 for the "
+        "traceback and report it if camlens is at fault)"
+    )
 
 
 def _message(error: Exception) -> str:

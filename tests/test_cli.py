@@ -295,3 +295,39 @@ def test_ambiguous_class_name_asks_for_the_index() -> None:
     assert cli._resolve_target("heron", ["crane", "heron"]) == 1
     with pytest.raises(ValueError, match="class index"):
         cli._resolve_target("crane", None)
+
+
+def test_unexpected_errors_are_one_line_with_exit_code_1(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug or a model that raises still gives one line, saying how to see the traceback."""
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("Expected all tensors to be on the same device\nsecond line")
+
+    monkeypatch.setattr(cli.camlens, "explain", broken)
+    monkeypatch.delenv("CAMLENS_TRACEBACK", raising=False)
+    result = run(runner, "layers", "--model", "resnet18")  # not affected by the patch
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(
+        cli.main, ["explain", str(SAMPLE), "--model", "resnet18", "--weights", "none"]
+    )
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        "error: unexpected RuntimeError: Expected all tensors to be on the same device second "
+        "line (rerun with CAMLENS_TRACEBACK=1 for the traceback and report it if camlens is at "
+        "fault)"
+    ], result.stderr
+    monkeypatch.setenv("CAMLENS_TRACEBACK", "1")
+    raised = runner.invoke(
+        cli.main, ["explain", str(SAMPLE), "--model", "resnet18", "--weights", "none"]
+    )
+    assert isinstance(raised.exception, RuntimeError)
+
+
+def test_out_of_memory_suggests_a_smaller_batch() -> None:
+    message = cli._unexpected(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried 2 GiB"))
+    assert message.startswith("out of memory (CUDA out of memory. Tried 2 GiB); ")
+    assert "--batch-size" in message
