@@ -5,8 +5,10 @@ Channels-last input: a (B, C, H, W) batch laid out as (B, H, W, C) in memory mak
 on 2 CPU cores at 32 images per no-grad forward (its NCHW and channels-last floors): ResNet-18
 1.4x, ResNet-50 1.5x, EfficientNet-Lite0 1.5x faster. Only the input's layout changes (the
 weights keep theirs), so the model is untouched and the values are those of the same
-convolutions summed in another order. For one image with a backward pass it can be slower, so
-the gradient pass uses it only when asked.
+convolutions summed in another order. For the gradient pass (which runs without autograd up to
+the explained layer) ``benchmarks/bench_layout.py`` measured channels-last faster on the CPU for
+all 8 models it tries at batch 8 (0.53x to 0.91x the NCHW time) but slower for ResNet-50 at
+batch 1 (1.05x), so the gradient pass uses it on the CPU from 2 images up.
 
 Mixed precision: ``torch.autocast`` around the forward (bfloat16 where the device supports it,
 else float16 on CUDA). Captured activations and gradients are turned to float32 before any
@@ -100,14 +102,23 @@ class ForwardOptions:
             return run(inputs)
 
 
+#: From this many images up, the gradient pass on the CPU takes channels-last input by default.
+CPU_CHANNELS_LAST_FROM = 2
+
+
 def forward_options(
-    channels_last: bool | None, amp: bool | str | None, device: torch.device, *, gradient: bool
+    channels_last: bool | None,
+    amp: bool | str | None,
+    device: torch.device,
+    *,
+    gradient: bool,
+    batch: int = 1,
 ) -> ForwardOptions:
     """The options of one kind of pass: the gradient pass or the batched no-grad forwards.
 
     ``channels_last=None`` (auto) uses channels-last for the batched no-grad forwards of the
-    perturbation methods on the CPU, and on CUDA under autocast; the gradient pass keeps the
-    input's layout unless ``channels_last=True``.
+    perturbation methods on the CPU, for the gradient pass on the CPU when it has ``batch`` of
+    at least :data:`CPU_CHANNELS_LAST_FROM` images, and for both on CUDA under autocast.
     """
     if channels_last is not None and not isinstance(channels_last, bool):
         raise ArgumentTypeError(
@@ -115,7 +126,8 @@ def forward_options(
         )
     dtype = amp_dtype(amp, device)
     if channels_last is None:
-        use = not gradient and (device.type == "cpu" or dtype is not None)
+        on_cpu = device.type == "cpu" and (not gradient or batch >= CPU_CHANNELS_LAST_FROM)
+        use = on_cpu or dtype is not None
     else:
         use = channels_last
     return ForwardOptions(use, dtype, device.type)

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from camlens._engine import (
+    _forward_with_capture,
     _gradients,
     _upsample_and_normalise,
     capturing,
@@ -36,6 +37,7 @@ from camlens._engine import (
 )
 from camlens._errors import ArgumentTypeError, InputError
 from camlens._explanation import Explanation
+from camlens._forward import ForwardOptions
 from camlens._guided import GUIDED_METHODS, guided_gradients, saliency, scale_by_max
 from camlens._inputs import Batch
 from camlens._registry import LayerTensors, Method, get_method, register_method
@@ -291,8 +293,11 @@ def _noisy_moments(
 ) -> list[torch.Tensor]:
     """(3, N, C, h, w) first, second and third powers of each layer's gradient for each copy."""
     with torch.enable_grad():
-        with capturing(dict(network.named_modules()), names) as captured:
-            output = network(copies)
+        modules = dict(network.named_modules())
+        # Autograd only after the layers, as in explain's own pass.
+        output, captured = _forward_with_capture(
+            network, copies, modules, names, ForwardOptions(), needs_gradients=True
+        )
         scores = resolve_targets(target, None, logits_of(output), output, categories).scores
         activations = [captured[name] for name in names]
         gradients = _gradients(scores, activations, names)

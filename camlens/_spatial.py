@@ -161,12 +161,16 @@ def fits_input(grid: tuple[int, int], input_size: tuple[int, int]) -> bool:
 
 def _patch_grid(grid: tuple[int, int], input_size: tuple[int, int]) -> bool:
     """Whether one integer patch stride s turns (H, W) into (h, w), rounding either way."""
+    cells, pixels = grid[0], input_size[0]
+    if cells < 1:
+        return False
+    # cells is pixels // s or ceil(pixels / s) only for pixels/(cells+1) < s < pixels/(cells-1):
+    # try those strides alone (a handful) rather than every stride up to the input's size.
+    low = max(1, pixels // (cells + 1))
+    high = pixels // (cells - 1) + 1 if cells > 1 else max(input_size)
     return any(
-        all(
-            cells in (pixels // s, -(-pixels // s))
-            for cells, pixels in zip(grid, input_size, strict=True)
-        )
-        for s in range(1, max(input_size) + 1)
+        all(n in (size // s, -(-size // s)) for n, size in zip(grid, input_size, strict=True))
+        for s in range(low, min(high, max(input_size)) + 1)
     )
 
 

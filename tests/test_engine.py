@@ -280,29 +280,32 @@ def test_frozen_model_still_explains(small_cnn) -> None:
     )
 
 
+class SharedActivation(nn.Module):
+    """One activation module called at the stem and at the head, as EfficientNet's ``_swish``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Conv2d(4, 6, 3, stride=2, padding=1)
+        self.act = nn.ReLU()
+        self.fc = nn.Linear(6, 3)
+        self.repeats = 1  # how many times the head runs: changes the act's number of calls
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.stem(x))
+        for _ in range(self.repeats):
+            x = self.act(self.head(x)) if x.shape[1] == 4 else self.act(x)
+        return self.fc(x.mean(dim=(2, 3)))
+
+
 def test_shared_module_is_explained_at_its_last_call() -> None:
-    class SharedActivation(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.stem = nn.Conv2d(3, 4, 3, padding=1)
-            self.head = nn.Conv2d(4, 6, 3, stride=2, padding=1)
-            self.act = nn.ReLU()
-            self.fc = nn.Linear(6, 3)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            x = self.act(self.head(self.act(self.stem(x))))
-            return self.fc(x.mean(dim=(2, 3)))
-
     torch.manual_seed(0)
     model = SharedActivation().eval()
     x = torch.randn(1, 3, 8, 8)
     explanation = camlens.explain(model, x, layers="auto", methods="eigencam")
     assert explanation.layers == ["act"]
-    assert explanation.raw[("act", "eigencam")].shape == (
-        1,
-        4,
-        4,
-    )  # the head call, not the stem's 8x8
+    # The head call's 4x4 map, not the stem's 8x8.
+    assert explanation.raw[("act", "eigencam")].shape == (1, 4, 4)
 
 
 def test_device_mismatch_is_a_clear_error(small_cnn) -> None:
@@ -366,3 +369,105 @@ def test_top_k_falls_back_to_a_loop_when_batched_gradients_fail(small_cnn, monke
     looped = camlens.explain(small_cnn, x, methods=ALL_METHODS, layers=TWO_LAYERS, top_k=3)
     for key, value in batched.maps.items():
         torch.testing.assert_close(looped.maps[key], value, rtol=1e-4, atol=1e-5)
+
+
+def test_no_autograd_graph_before_the_layer_and_the_same_gradients() -> None:
+    """Only the network after the explained layers records a graph; gradients are unchanged."""
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).eval()
+    x = torch.randn(2, 3, 64, 64)
+    grad_mode: dict[str, bool] = {}
+    watched = ["layer2", "layer3", "layer4", "fc"]
+    handles = [
+        getattr(model, name).register_forward_hook(
+            lambda _m, _i, _o, name=name: grad_mode.__setitem__(name, torch.is_grad_enabled())
+        )
+        for name in watched
+    ]
+    try:
+        exp = camlens.explain(model, x, methods="gradcam", layers=["layer4", "layer3"], top_k=2)
+    finally:
+        for handle in handles:
+            handle.remove()
+    # layer2 ran without autograd; layer3 (the first explained layer) turned it on.
+    assert grad_mode == {"layer2": False, "layer3": False, "layer4": True, "fc": True}
+    # The reference: a plain full-graph forward and one torch.autograd.grad per class.
+    outputs: dict[str, torch.Tensor] = {}
+    handles = [
+        getattr(model, name).register_forward_hook(
+            lambda _m, _i, out, name=name: outputs.__setitem__(name, out)
+        )
+        for name in ("layer3", "layer4")
+    ]
+    try:
+        logits = model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    classes = logits.topk(2, dim=1).indices
+    for rank in range(2):
+        score = logits.gather(1, classes[:, rank : rank + 1]).sum()
+        for name in ("layer3", "layer4"):
+            a = outputs[name]
+            (g,) = torch.autograd.grad(score, a, retain_graph=True)
+            weights = g.mean(dim=(2, 3), keepdim=True)
+            expected = torch.relu((weights * a).sum(dim=1)).detach()
+            got = exp.raw[(name, "gradcam")][:, rank]
+            torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
+            assert expected.amax() > 0
+    assert torch.equal(exp.targets, classes)
+    with torch.no_grad():
+        camlens.explain(model, x, methods="gradcam", layers="layer4")
+        assert not torch.is_grad_enabled()  # the caller's no_grad() holds after the call
+    assert torch.is_grad_enabled()
+
+
+def _reference_last_call_gradcam(model: nn.Module, x: torch.Tensor, target: int) -> torch.Tensor:
+    """Grad-CAM at the act's last call from a plain full-graph forward."""
+    kept: list[torch.Tensor] = []
+    # The hook keeps each output and hands on a copy: the kept tensor stays in the graph.
+    handle = model.act.register_forward_hook(lambda _m, _i, out: kept.append(out) or out.clone())
+    try:
+        logits = model(x)
+    finally:
+        handle.remove()
+    a = kept[-1]
+    (g,) = torch.autograd.grad(logits[:, target].sum(), a)
+    return torch.relu((g.mean(dim=(2, 3), keepdim=True) * a).sum(dim=1)).detach()
+
+
+def test_shared_module_records_autograd_only_from_its_last_call() -> None:
+    torch.manual_seed(0)
+    model = SharedActivation().eval()
+    x = torch.randn(2, 3, 8, 8)
+    head_grad_mode: list[bool] = []
+    handle = model.head.register_forward_hook(
+        lambda _m, _i, _o: head_grad_mode.append(torch.is_grad_enabled())
+    )
+    try:
+        first = camlens.explain(model, x, layers="act", target=1)
+        second = camlens.explain(model, x, layers="act", target=1)
+    finally:
+        handle.remove()
+    # First call: the number of calls is unknown, so autograd starts at the stem's call; the
+    # second call knows the act runs twice and starts it at the head's call.
+    assert head_grad_mode == [True, False]
+    expected = _reference_last_call_gradcam(model, x, 1)
+    assert expected.amax() > 0
+    for explanation in (first, second):
+        torch.testing.assert_close(explanation.raw[("act", "gradcam")], expected)
+
+
+def test_a_layer_that_runs_fewer_times_than_last_call_is_run_again() -> None:
+    torch.manual_seed(0)
+    model = SharedActivation().eval()
+    x = torch.randn(1, 3, 8, 8)
+    calls = CountingModel(model)
+    model.repeats = 3  # act runs 4 times
+    camlens.explain(calls, x, layers="inner.act", target=2)
+    model.repeats = 1  # now twice: autograd planned from call 4 would never come on
+    calls.calls = 0
+    explanation = camlens.explain(calls, x, layers="inner.act", target=2)
+    assert calls.calls == 2  # the planned forward, then one with autograd from the first call
+    expected = _reference_last_call_gradcam(model, x, 2)
+    torch.testing.assert_close(explanation.raw[("inner.act", "gradcam")], expected)

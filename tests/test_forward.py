@@ -96,6 +96,10 @@ def test_auto_layout_choice() -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert forward_options(None, False, cpu, gradient=False).channels_last is True
     assert forward_options(None, False, cpu, gradient=True).channels_last is False
+    assert forward_options(None, False, cpu, gradient=True, batch=2).channels_last is True
+    assert forward_options(None, False, cuda, gradient=True, batch=8).channels_last is False
+    assert forward_options(None, "fp16", cuda, gradient=True, batch=1).channels_last is True
+    assert forward_options(False, False, cpu, gradient=True, batch=8).channels_last is False
     assert forward_options(None, False, cuda, gradient=False).channels_last is False
     assert forward_options(None, "bf16", cuda, gradient=False).channels_last is True
     assert forward_options(True, False, cpu, gradient=True).channels_last is True

@@ -217,3 +217,26 @@ def test_vit_last_norm_is_skipped_when_the_head_reads_only_the_class_token() -> 
     assert final.raw[("norm", "gradcam")].abs().max() == 0
     chosen = camlens.explain(model, x, methods="gradcam")
     assert chosen.raw[("block_norm", "gradcam")].abs().max() > 0
+
+
+def test_patch_grid_tries_only_the_strides_that_can_fit() -> None:
+    """The narrowed search agrees with trying every stride, on every small grid and input."""
+    from camlens._spatial import _patch_grid
+
+    def every_stride(grid: tuple[int, int], size: tuple[int, int]) -> bool:
+        return any(
+            all(c in (p // s, -(-p // s)) for c, p in zip(grid, size, strict=True))
+            for s in range(1, max(size) + 1)
+        )
+
+    checked = 0
+    for big_h in range(1, 60):
+        for big_w in (1, 2, 5, 17, 33, 59, 64):
+            for h in range(1, big_h + 3):
+                for w in (1, 2, 3, 7, 16, 40, 70):
+                    assert _patch_grid((h, w), (big_h, big_w)) == every_stride(
+                        (h, w), (big_h, big_w)
+                    ), (h, w, big_h, big_w)
+                    checked += 1
+    assert checked > 10_000
+    assert _patch_grid((14, 14), (224, 224)) and not _patch_grid((15, 13), (224, 224))
