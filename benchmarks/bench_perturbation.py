@@ -41,7 +41,7 @@ IMAGE = "n02110185_Siberian_husky.JPEG"
 
 def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
     """Pearson correlation of two maps, flattened."""
-    a, b = a.flatten().double(), b.flatten().double()
+    a, b = a.flatten().double().cpu(), b.flatten().double().cpu()
     a, b = a - a.mean(), b - b.mean()
     denominator = a.norm() * b.norm()
     return float((a @ b) / denominator) if denominator > 0 else float("nan")
@@ -77,12 +77,17 @@ def floor_per_image(
 ) -> float:
     """Seconds of one no-grad forward per image, at ``batch_size`` images per forward."""
     batch = x.expand(batch_size, *x.shape[1:]).contiguous(memory_format=memory_format)
+    cuda = batch.device.type == "cuda"
     times = []
     with torch.inference_mode():
         model(batch)
         for _ in range(repeats):
+            if cuda:  # CUDA runs asynchronously: wait for the GPU before reading the clock
+                torch.cuda.synchronize(batch.device)
             start = time.perf_counter()
             model(batch)
+            if cuda:
+                torch.cuda.synchronize(batch.device)
             times.append(time.perf_counter() - start)
     return statistics.median(times) / batch_size
 

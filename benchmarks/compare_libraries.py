@@ -9,9 +9,11 @@ normalisation. Every library gets the same model object, input tensor, layer and
 (each image's top class, computed once beforehand), and is timed up to the same deliverable: one
 map per image at the input's size, in [0, 1].
 
-The floor is the least work any Grad-CAM-style library must do: the model's forward pass with
-the layer's output captured, then ``torch.autograd.grad`` of the summed target scores to it, on
-the input as the user gives it (contiguous NCHW). The same floor on a channels-last copy of the
+The floor is what a Grad-CAM-style library does when it records the autograd graph of the whole
+forward, as the peers do: the model's forward pass with the layer's output captured, then
+``torch.autograd.grad`` of the summed target scores to it, on the input as the user gives it
+(contiguous NCHW). camlens records the graph only from the explained layer on, so it can come in
+under it; the no-grad forward is the true lower bound. The same floor on a channels-last copy of the
 input is printed too (``channels_last=True`` in camlens), since that layout speeds up some
 models' convolutions on CPU and slows others. Eigen-CAM needs no gradient:
 its floor is one forward pass under ``torch.no_grad()``.

@@ -28,6 +28,7 @@ import torch
 from camlens._engine import explain
 from camlens._errors import InputError
 from camlens._inputs import prepare_batch
+from camlens._layers import auto_layer, resolve_layer
 from camlens._metrics import (
     REFERENCE_MAPS,
     Scorer,
@@ -328,9 +329,20 @@ def _evaluate_chunk(
     maps: list[torch.Tensor] = []
     keys: list[tuple[str, str, float]] = []  # (method, layer, explain ms per image)
     x = batch.tensor.to(scorer.device, scorer.dtype)
+    modules = dict(loaded.model.named_modules())
+    with torch.no_grad():  # the names the rows carry, so that finished work is not redone
+        names = {
+            spec: auto_layer(loaded.model, x, modules)
+            if spec == "auto"
+            else resolve_layer(loaded.model, spec, modules)
+            for spec in layers
+        }
     for method in cam_methods:
         for layer in layers:
             limited = max_channels if is_per_channel(method) else None
+            label = method if limited is None else f"{method} (max_channels={limited})"
+            if all((item.path.name, label, names[layer]) in done for item in chunk):
+                continue  # --resume: every image of the chunk has this row already
             began = time.perf_counter()
             exp = explain(
                 loaded.model,
@@ -343,9 +355,10 @@ def _evaluate_chunk(
             elapsed = (time.perf_counter() - began) * 1000 / count
             resolved = exp.layers[0]
             maps.append(exp.maps[(resolved, method)])
-            label = method if limited is None else f"{method} (max_channels={limited})"
             keys.append((label, resolved, elapsed))
     for reference in references:
+        if all((item.path.name, reference, "-") in done for item in chunk):
+            continue
         seeds = [hash_seed(item.path.name) for item in chunk]
         maps.append(reference_maps(reference, count, height, width, seed=seeds))
         keys.append((reference, "-", 0.0))

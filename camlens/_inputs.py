@@ -264,10 +264,11 @@ def prepare_batch(inputs: object, preprocessing: Preprocessing) -> Batch:
         if not all_finite(tensor):
             raise InputError("`inputs` contains NaN or Inf; clean the tensor before explaining")
         detached = tensor.detach()
+        # Un-normalised where the tensor is (on CUDA no CPU work), then one copy to the CPU.
         if detached.shape[1] == 3:
-            images = preprocessing.denormalize(detached.float().cpu())
+            images = preprocessing.denormalize(detached.float()).cpu()
         else:
-            images = _grey_for_drawing(detached.float().cpu())
+            images = _grey_for_drawing(detached.float()).cpu()
         return Batch(tensor.detach(), images, [f"image {i}" for i in range(tensor.shape[0])])
     items = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
     if not items:

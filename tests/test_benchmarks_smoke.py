@@ -137,3 +137,28 @@ def test_tutorial_job_sides_agree_on_gradcam(scripts) -> None:
     for layer in layers:
         assert ours[(layer, "gradcam")].std() > 0.05
         assert job.pearson(theirs[(layer, "gradcam")], ours[(layer, "gradcam")]) > 0.99
+
+
+def test_bench_layout_measures_both_layouts_and_prints_the_rule(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        bench_layout = importlib.import_module("bench_layout")
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    threads = torch.get_num_threads()
+    argv = ["bench_layout", "--models", "squeezenet1_1", "--batches", "1", "2", "--repeats", "1"]
+    monkeypatch.setattr(sys, "argv", argv)
+    try:
+        bench_layout.main()
+    finally:
+        torch.set_num_threads(threads)
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| squeeze")]
+    assert len(rows) == 2
+    for row, picked in zip(rows, ["NCHW", "channels-last"], strict=True):
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        nchw, last, ratio = float(cells[2]), float(cells[3]), float(cells[4])
+        assert nchw > 0 and last > 0
+        assert ratio == pytest.approx(last / nchw, abs=0.006)
+        assert cells[5] == picked

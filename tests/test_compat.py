@@ -211,7 +211,8 @@ def test_batch_gives_one_mask_per_image(resnet18, normed_torch_img) -> None:
     mask, logit = cam(batch)
     assert mask.shape == (2, 1, SIZE, SIZE) and logit.shape == (2, 1000)
     single, _ = cam(batch[1:])
-    torch.testing.assert_close(mask[1:], single, atol=1e-6, rtol=0)
+    # Batches of 2+ run channels-last on the CPU: summation order differs from one image alone.
+    torch.testing.assert_close(mask[1:], single, atol=1e-5, rtol=0)
     mask, _ = cam(batch, class_idx=[3, 7])
     explanation = camlens.explain(resnet18, batch, layers=("layer3",), target=[3, 7])
     assert explanation.targets[:, 0].tolist() == [3, 7]

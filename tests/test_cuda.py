@@ -43,7 +43,7 @@ def test_every_method_matches_the_cpu(resnet: torch.nn.Module) -> None:
         on_gpu = camlens.explain(gpu_model, x.cuda(), methods=names, layers="layer4", **options)
         for name in names:
             got = on_gpu[name]
-            assert got.device.type == "cuda", name
+            assert got.device.type == "cpu", name  # maps always come back on the CPU
             assert pearson(got, on_cpu[name]) > 0.98, name
         assert next(gpu_model.parameters()).device.type == "cuda"  # the model stays put
     finally:

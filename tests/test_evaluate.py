@@ -176,6 +176,30 @@ def test_resume_skips_finished_rows(tmp_path: Path, tiny_model: camlens.LoadedMo
     assert rows[0]["road_morf"] == ""
 
 
+def test_resume_does_not_explain_finished_images_again(
+    tmp_path: Path, tiny_model: camlens.LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = [write_image(tmp_path / f"img{i}.png", i) for i in range(3)]
+    items = [LabelledImage(p, None, "prediction") for p in paths]
+    out = tmp_path / "out"
+    out.mkdir()
+    options = {"road_percentages": (), "images_per_batch": 1}
+    evaluate_folder(tiny_model, items[:2], ["gradcam"], ["auto"], out, **options)
+    explained: list[int] = []
+    original = camlens._evaluate.explain
+
+    def counting(model: object, x: torch.Tensor, **kwargs: object) -> object:
+        explained.append(int(x.shape[0]))
+        return original(model, x, **kwargs)
+
+    monkeypatch.setattr(camlens._evaluate, "explain", counting)
+    evaluate_folder(tiny_model, items, ["gradcam"], ["auto"], out, resume=True, **options)
+    assert explained == [1]  # the third image only
+    rows = read_csv(out / "per_image.csv")
+    assert [r["file"] for r in rows] == ["img0.png", "img1.png", "img2.png"]
+    assert len({r["layer"] for r in rows}) == 1
+
+
 def test_write_summary_merges_runs_counting_each_row_once(tmp_path: Path) -> None:
     header = "file,method,layer,correct,drop,increase,deletion_auc,insertion_auc,"
     header += "road_morf,road_lerf,explain_ms\n"
