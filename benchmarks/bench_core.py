@@ -1,4 +1,4 @@
-"""How close camlens gets to the floor: one forward plus one gradient to the layer.
+"""How close camkit gets to the floor: one forward plus one gradient to the layer.
 
 Prints a Markdown table of median times and their ratio to the floor, measured side by side in
 one run, the cases interleaved so that machine noise hits all of them alike.
@@ -18,15 +18,15 @@ from collections.abc import Callable
 import torch
 import torchvision
 
-import camlens
+import camkit
 
 #: The methods computed from the one shared forward and backward pass (the perturbation methods
 #: and those with passes of their own, guided and smoothgradcam++, are benchmarked elsewhere).
 METHODS = [
     name
-    for name in camlens.list_methods()
-    if not camlens._registry.get_method(name).perturbation
-    and not camlens._registry.get_method(name).own_pass
+    for name in camkit.list_methods()
+    if not camkit._registry.get_method(name).perturbation
+    and not camkit._registry.get_method(name).own_pass
 ]
 
 
@@ -98,17 +98,17 @@ def main() -> None:
     print("|---|---|---|---|")
     for batch in args.batches:
         x = torch.randn(batch, 3, 224, 224, device=device)
-        camlens.explain(model, x)  # caches the auto layer, as in any second call
+        camkit.explain(model, x)  # caches the auto layer, as in any second call
         cases = {
             "forward only (no grad)": forward_only(model, x),
             "floor: forward + grad to layer4": floor(model, x, ["layer4"]),
             "floor: forward + grad to layer4 and layer3": floor(model, x, ["layer4", "layer3"]),
-            "camlens gradcam, layer4": lambda x=x: camlens.explain(model, x, layers="layer4"),
-            "camlens gradcam, auto layer (cached)": lambda x=x: camlens.explain(model, x),
-            f"camlens {len(METHODS)} methods x layer4": lambda x=x: camlens.explain(
+            "camkit gradcam, layer4": lambda x=x: camkit.explain(model, x, layers="layer4"),
+            "camkit gradcam, auto layer (cached)": lambda x=x: camkit.explain(model, x),
+            f"camkit {len(METHODS)} methods x layer4": lambda x=x: camkit.explain(
                 model, x, methods=METHODS, layers="layer4"
             ),
-            f"camlens {len(METHODS)} methods x layer4 + layer3": lambda x=x: camlens.explain(
+            f"camkit {len(METHODS)} methods x layer4 + layer3": lambda x=x: camkit.explain(
                 model, x, methods=METHODS, layers=("layer4", "layer3")
             ),
         }

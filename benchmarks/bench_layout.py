@@ -1,7 +1,7 @@
 """Channels-last against NCHW input for explain's gradient pass, per model and batch size.
 
-``camlens.explain(..., channels_last=None)`` picks the input layout of its gradient pass by a rule
-(see ``camlens/_forward.py``); this script measures both layouts side by side so the rule rests on
+``camkit.explain(..., channels_last=None)`` picks the input layout of its gradient pass by a rule
+(see ``camkit/_forward.py``); this script measures both layouts side by side so the rule rests on
 numbers: Grad-CAM at the automatic layer, ``weights=None`` torchvision models and the offline
 EfficientNet-Lite0, 224x224, CPU, median over interleaved runs, CPU time of the process.
 
@@ -19,8 +19,8 @@ import time
 import torch
 import torchvision
 
-import camlens
-from camlens._forward import forward_options
+import camkit
+from camkit._forward import forward_options
 
 MODELS = [
     "lite0",
@@ -36,7 +36,7 @@ MODELS = [
 
 def load(name: str) -> torch.nn.Module:
     if name == "lite0":
-        return camlens.load_model().model
+        return camkit.load_model().model
     torch.manual_seed(0)
     return torchvision.models.get_model(name, weights=None).eval()
 
@@ -64,7 +64,7 @@ def main() -> None:
             times: dict[bool, list[float]] = {False: [], True: []}
 
             def run(layout: bool | None, model: torch.nn.Module = model, x: torch.Tensor = x):
-                return camlens.explain(model, x, methods="gradcam", channels_last=layout)
+                return camkit.explain(model, x, methods="gradcam", channels_last=layout)
 
             for layout in times:  # warm-up: the auto layer's probe, oneDNN's kernels
                 run(layout)

@@ -1,15 +1,15 @@
-"""Score-CAM and Ablation-CAM speed: camlens against its floor and against the peer libraries.
+"""Score-CAM and Ablation-CAM speed: camkit against its floor and against the peer libraries.
 
 For each model (ResNet-50 with random weights at layer4, the pretrained offline
 EfficientNet-Lite0 at its last layer), one real image of ../shared/data/imagenet-sample, batch 1,
 its top class: seconds per image (median of interleaved repeats), rows the model was run on,
 distinct masks, and the ratio to the floor = distinct masks x one no-grad forward per image
-(measured at camlens's batch size in the same run, with the input in channels-last layout as
-camlens hands it to the model on the CPU; the plain NCHW floor is printed too). camlens also runs
+(measured at camkit's batch size in the same run, with the input in channels-last layout as
+camkit hands it to the model on the CPU; the plain NCHW floor is printed too). camkit also runs
 with ``channels_last=False`` to show what the layout alone brings.
 Peers: pytorch-grad-cam (ScoreCAM, AblationCAM) and torch-cam (ScoreCAM) at their default batch
-sizes and at camlens's, same model, input, target and layer; ``r`` is the Pearson correlation
-of each map with camlens's after the same upsampling and min-max normalisation.
+sizes and at camkit's, same model, input, target and layer; ``r`` is the Pearson correlation
+of each map with camkit's after the same upsampling and min-max normalisation.
 
     .venv/bin/python benchmarks/bench_perturbation.py            # ResNet-50 and Lite0, 3 repeats
     .venv/bin/python benchmarks/bench_perturbation.py --quick    # ResNet-18, 1 repeat
@@ -30,10 +30,10 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-import camlens
-from camlens._inputs import Preprocessing, prepare_batch
-from camlens._perturbation import DEFAULT_BATCH_SIZE, distinct_masks
-from camlens._registry import PerturbationContext
+import camkit
+from camkit._inputs import Preprocessing, prepare_batch
+from camkit._perturbation import DEFAULT_BATCH_SIZE, distinct_masks
+from camkit._registry import PerturbationContext
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"
 IMAGE = "n02110185_Siberian_husky.JPEG"
@@ -48,7 +48,7 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def normalised(cam: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """A (h, w) map upsampled bilinearly to ``size`` and min-max normalised, as camlens does."""
+    """A (h, w) map upsampled bilinearly to ``size`` and min-max normalised, as camkit does."""
     cam = F.interpolate(cam[None, None].float(), size=size, mode="bilinear", align_corners=False)
     cam = cam[0, 0]
     span = cam.max() - cam.min()
@@ -92,7 +92,7 @@ def floor_per_image(
     return statistics.median(times) / batch_size
 
 
-def camlens_runner(
+def camkit_runner(
     model: nn.Module,
     x: torch.Tensor,
     layer: str,
@@ -102,7 +102,7 @@ def camlens_runner(
     channels_last: bool | None = None,
 ) -> Callable[[], torch.Tensor]:
     def run() -> torch.Tensor:
-        explanation = camlens.explain(
+        explanation = camkit.explain(
             model,
             x,
             methods=method,
@@ -167,9 +167,9 @@ def torch_cam_runner(
 def load(name: str, quick: bool, device: str) -> tuple[nn.Module, torch.Tensor, str]:
     """The model in eval mode, the preprocessed image and the layer."""
     if name == "lite0":
-        loaded = camlens.load_model("efficientnet_lite0", device=device)
+        loaded = camkit.load_model("efficientnet_lite0", device=device)
         x = prepare_batch(str(SAMPLE / IMAGE), loaded.preprocessing).tensor.to(device)
-        layer = camlens.explain(loaded, x, methods="gradcam").layers[0]  # the automatic layer
+        layer = camkit.explain(loaded, x, methods="gradcam").layers[0]  # the automatic layer
         return loaded.model.eval(), x, layer
     arch = "resnet18" if quick else "resnet50"
     torch.manual_seed(0)
@@ -201,8 +201,8 @@ def bench(name: str, args: argparse.Namespace) -> list[str]:
     for method in args.methods:
         masks = distinct + constant if method == "scorecam" else nonzero
         runners: dict[str, Callable[[], torch.Tensor]] = {
-            f"camlens (bs {ours})": camlens_runner(model, x, layer, target, method, ours),
-            f"camlens (bs {ours}, NCHW input)": camlens_runner(
+            f"camkit (bs {ours})": camkit_runner(model, x, layer, target, method, ours),
+            f"camkit (bs {ours}, NCHW input)": camkit_runner(
                 model, x, layer, target, method, ours, channels_last=False
             ),
         }
@@ -218,7 +218,7 @@ def bench(name: str, args: argparse.Namespace) -> list[str]:
             runners["torch-cam (bs 32, default)"] = torch_cam_runner(model, x, layer, target, None)
             if not args.quick and ours != 32:
                 runners[f"torch-cam (bs {ours})"] = torch_cam_runner(model, x, layer, target, ours)
-        if args.skip:  # drop runners by name (the first, camlens's default, always runs)
+        if args.skip:  # drop runners by name (the first, camkit's default, always runs)
             runners = {
                 key: run
                 for position, (key, run) in enumerate(runners.items())
@@ -249,7 +249,7 @@ def bench(name: str, args: argparse.Namespace) -> list[str]:
                 rows[key] = counter.rows
         reference = maps[next(iter(runners))]
         plain_floor = statistics.median(floors["nchw"])
-        # camlens hands channels-last input to the model on the CPU (NCHW on CUDA without amp).
+        # camkit hands channels-last input to the model on the CPU (NCHW on CUDA without amp).
         floor = plain_floor if args.device == "cuda" else statistics.median(floors["channels_last"])
         medians = {key: statistics.median(values) for key, values in times.items()}
         # Only peers that compute the same map count (pytorch-grad-cam hooks the first call of a
@@ -258,7 +258,7 @@ def bench(name: str, args: argparse.Namespace) -> list[str]:
         same = [
             key
             for key in medians
-            if not key.startswith("camlens")
+            if not key.startswith("camkit")
             and key not in failed
             and pearson(maps[key], reference) >= 0.99
         ]
@@ -269,8 +269,8 @@ def bench(name: str, args: argparse.Namespace) -> list[str]:
             f"(NCHW input: {plain_floor * 1000:.1f} ms per forward)"
         )
         lines.append(
-            "| library | s / image | CPU s / image | rows run | x floor | vs camlens "
-            "| r with camlens |"
+            "| library | s / image | CPU s / image | rows run | x floor | vs camkit "
+            "| r with camkit |"
         )
         lines.append("| --- | --- | --- | --- | --- | --- | --- |")
         for key in runners:
@@ -288,7 +288,7 @@ def bench(name: str, args: argparse.Namespace) -> list[str]:
             # CPU time too: on a shared machine whose load changes between runs it is the
             # steadier measure of the work each library does.
             lines.append(
-                f"fastest peer with the same map (r >= 0.99) / camlens = "
+                f"fastest peer with the same map (r >= 0.99) / camkit = "
                 f"{min(medians[key] for key in same) / medians[ours_key]:.2f} in seconds, "
                 f"{min(cpu_medians[key] for key in same) / cpu_medians[ours_key]:.2f} in CPU "
                 "seconds"
@@ -303,7 +303,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="ResNet-18 for ResNet-50, 1 repeat")
     parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=None, help="camlens's [32 CPU, 128 CUDA]")
+    parser.add_argument("--batch-size", type=int, default=None, help="camkit's [32 CPU, 128 CUDA]")
     parser.add_argument("--models", nargs="+", default=["lite0", "resnet"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--methods", nargs="+", default=["scorecam", "ablationcam"])

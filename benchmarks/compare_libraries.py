@@ -1,10 +1,10 @@
-"""camlens against the libraries users would pick instead, side by side in one run.
+"""camkit against the libraries users would pick instead, side by side in one run.
 
-For every CAM method that camlens shares with another library, on ResNet-50 (``weights=None``,
+For every CAM method that camkit shares with another library, on ResNet-50 (``weights=None``,
 layer4) and the pretrained offline EfficientNet-Lite0 (``_bn1``, its last feature map), batch 1
 and 8: median seconds per call over repeated runs (after warm-up), interleaved so that machine
 noise hits every library alike; the ratio to the floor; peak memory; and the Pearson correlation
-of each library's maps with camlens's after the same bilinear upsampling and per-image min-max
+of each library's maps with camkit's after the same bilinear upsampling and per-image min-max
 normalisation. Every library gets the same model object, input tensor, layer and target classes
 (each image's top class, computed once beforehand), and is timed up to the same deliverable: one
 map per image at the input's size, in [0, 1].
@@ -12,9 +12,9 @@ map per image at the input's size, in [0, 1].
 The floor is what a Grad-CAM-style library does when it records the autograd graph of the whole
 forward, as the peers do: the model's forward pass with the layer's output captured, then
 ``torch.autograd.grad`` of the summed target scores to it, on the input as the user gives it
-(contiguous NCHW). camlens records the graph only from the explained layer on, so it can come in
+(contiguous NCHW). camkit records the graph only from the explained layer on, so it can come in
 under it; the no-grad forward is the true lower bound. The same floor on a channels-last copy of the
-input is printed too (``channels_last=True`` in camlens), since that layout speeds up some
+input is printed too (``channels_last=True`` in camkit), since that layout speeds up some
 models' convolutions on CPU and slows others. Eigen-CAM needs no gradient:
 its floor is one forward pass under ``torch.no_grad()``.
 
@@ -59,13 +59,13 @@ from bench_core import floor, forward_only, measure
 from bench_perturbation import SAMPLE, pearson
 from torch import nn
 
-import camlens
-from camlens._inputs import Preprocessing, prepare_batch
-from camlens._perturbation import DEFAULT_BATCH_SIZE
+import camkit
+from camkit._inputs import Preprocessing, prepare_batch
+from camkit._perturbation import DEFAULT_BATCH_SIZE
 
 Runner = Callable[[], torch.Tensor]
 
-#: The gradient and activation methods camlens shares with at least one other library.
+#: The gradient and activation methods camkit shares with at least one other library.
 METHODS = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam")
 #: Each peer's class for each method it implements.
 GRAD_CAM = {
@@ -83,16 +83,16 @@ TORCH_CAM = {
     "layercam": "LayerCAM",
 }
 PYTORCH_GRADCAM = {"gradcam": "GradCAM", "gradcam++": "GradCAMpp"}
-#: Where a peer's map differs from camlens's by definition, not by error (see docs/benchmarks.md).
+#: Where a peer's map differs from camkit's by definition, not by error (see docs/benchmarks.md).
 DIFFERENT_DEFINITION = {
     ("pytorch-gradcam", "gradcam++"): "other formula: sum of A*G^3",
     ("torch-cam", "gradcam++"): "other formula: alpha = G^2",
 }
-OPTIONS = set(inspect.signature(camlens.explain).parameters)
+OPTIONS = set(inspect.signature(camkit.explain).parameters)
 
 
 def normalised_maps(cams: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(B, h, w) maps upsampled bilinearly to ``size``, then min-max per map, as camlens does."""
+    """(B, h, w) maps upsampled bilinearly to ``size``, then min-max per map, as camkit does."""
     maps = F.interpolate(cams[:, None].float(), size=size, mode="bilinear", align_corners=False)
     maps = maps[:, 0]
     low = maps.amin(dim=(1, 2), keepdim=True)
@@ -113,13 +113,13 @@ def quiet() -> Iterator[None]:
 # --------------------------------------------------------------------------------------------
 
 
-def camlens_runner(
+def camkit_runner(
     model: nn.Module, x: torch.Tensor, layer: str, targets: list[int], method: str, **options: bool
 ) -> Runner:
     options = {key: value for key, value in options.items() if key in OPTIONS}
 
     def run() -> torch.Tensor:
-        explanation = camlens.explain(
+        explanation = camkit.explain(
             model, x, methods=method, layers=layer, target=targets, progress=False, **options
         )
         return explanation.maps[(layer, method)]
@@ -244,7 +244,7 @@ class Case:
 def load_config(name: str, batch: int, device: str) -> Config:
     """The model in eval mode, ``batch`` real images (or noise without the data), the targets."""
     if name == "lite0":
-        loaded = camlens.load_model("efficientnet_lite0", device=device)
+        loaded = camkit.load_model("efficientnet_lite0", device=device)
         model, preprocessing, layer = loaded.model.eval(), loaded.preprocessing, "_bn1"
     else:
         torch.manual_seed(0)
@@ -292,9 +292,9 @@ def installed(module: str) -> bool:
 
 
 def cases_for(config: Config, methods: list[str], amp: bool = False) -> list[Case]:
-    """Every case for ``config``: the floors, then each method's libraries, camlens first.
+    """Every case for ``config``: the floors, then each method's libraries, camkit first.
 
-    camlens also runs with ``channels_last=True`` (on CPU without ``amp``: Grad-CAM only) and,
+    camkit also runs with ``channels_last=True`` (on CPU without ``amp``: Grad-CAM only) and,
     on CUDA or when ``amp``, with ``amp=True``.
     """
     model, x, layer, targets = config.model, config.x, config.layer, config.targets
@@ -314,7 +314,7 @@ def cases_for(config: Config, methods: list[str], amp: bool = False) -> list[Cas
         if amp or config.device.type == "cuda"
         else []
     )
-    variants = [v for v in wanted if set(v) <= OPTIONS]  # the options this camlens has
+    variants = [v for v in wanted if set(v) <= OPTIONS]  # the options this camkit has
     cuda = config.device.type == "cuda"
     peers = {
         "pytorch-grad-cam": installed("pytorch_grad_cam"),
@@ -327,15 +327,15 @@ def cases_for(config: Config, methods: list[str], amp: bool = False) -> list[Cas
         def add(library: str, make: Callable[[], Runner], label: str = "", m: str = method) -> None:
             cases.append(Case(f"{m}: {label or library}", m, library, make))
 
-        add("camlens", lambda m=method: camlens_runner(model, x, layer, targets, m))
+        add("camkit", lambda m=method: camkit_runner(model, x, layer, targets, m))
         for variant in variants:
             if variant == {"channels_last": True} and not (amp or cuda) and method != "gradcam":
                 continue  # on CPU one method shows what the layout does; the run stays short
             label = ", ".join(f"{key}=True" for key in variant)
             add(
-                "camlens",
-                lambda m=method, v=variant: camlens_runner(model, x, layer, targets, m, **v),
-                f"camlens, {label}",
+                "camkit",
+                lambda m=method, v=variant: camkit_runner(model, x, layer, targets, m, **v),
+                f"camkit, {label}",
             )
         if peers["pytorch-grad-cam"] and method in GRAD_CAM:
             add("pytorch-grad-cam", lambda m=method: grad_cam_runner(model, x, layer, targets, m))
@@ -488,7 +488,7 @@ def compare(config: Config, methods: list[str], args: argparse.Namespace) -> lis
                 f"| {cpu[case.name] * 1000:.1f} | {ratio:.2f} | | {mib(case.name)} | |"
             )
     for method in methods:
-        ours = f"{method}: camlens"
+        ours = f"{method}: camkit"
         base = forward_floor if method == "eigencam" else gradient_floor
         for case in (c for c in cases if c.method == method):
             if case.name in failed:
@@ -500,7 +500,7 @@ def compare(config: Config, methods: list[str], args: argparse.Namespace) -> lis
             value = medians[case.name]
             r = pearson(maps[case.name], maps[ours]) if ours in maps else float("nan")
             note = DIFFERENT_DEFINITION.get((case.library, method))
-            if case.library == "camlens" and case.name != ours and ours in maps:
+            if case.library == "camkit" and case.name != ours and ours in maps:
                 difference = float((maps[case.name] - maps[ours]).abs().max())
                 note = f"max abs difference {difference:.3f}"
             rows.append(
@@ -517,8 +517,8 @@ def amp_agreement(config: Config, methods: list[str], layers: list[str]) -> list
     rows = []
     for layer in layers:
         options = {"methods": methods, "layers": layer, "target": config.targets}
-        exact = camlens.explain(config.model, config.x, **options)
-        mixed = camlens.explain(config.model, config.x, amp=True, **options)
+        exact = camkit.explain(config.model, config.x, **options)
+        mixed = camkit.explain(config.model, config.x, amp=True, **options)
         for method in methods:
             a, b = exact.maps[(layer, method)], mixed.maps[(layer, method)]
             r = min(pearson(a[i], b[i]) for i in range(a.shape[0]))
@@ -530,27 +530,27 @@ def amp_agreement(config: Config, methods: list[str], layers: list[str]) -> list
 
 
 def verdicts(rows: list[str]) -> list[str]:
-    """One line per (model, batch, method): camlens's ratio to the floor and to the fastest peer."""
+    """One line per (model, batch, method): camkit's ratio to the floor and to the fastest peer."""
     table: dict[tuple[str, str, str], dict[str, tuple[float, float]]] = {}
     for row in rows:
         cells = [cell.strip() for cell in row.strip("|").split("|")]
         if cells[2] == "-" or cells[4].startswith("failed"):
             continue
         table.setdefault((cells[0], cells[1], cells[2]), {})[cells[3]] = (
-            float(cells[7]),  # time relative to camlens's, on the chosen clock
+            float(cells[7]),  # time relative to camkit's, on the chosen clock
             float(cells[6]),
         )
     lines = []
     for (model, batch, method), libraries in table.items():
-        ours, floor_ratio = libraries["camlens"]
-        peers = {k: v[0] for k, v in libraries.items() if not k.startswith("camlens")}
+        ours, floor_ratio = libraries["camkit"]
+        peers = {k: v[0] for k, v in libraries.items() if not k.startswith("camkit")}
         if not peers:
             continue
         fastest = min(peers, key=peers.__getitem__)
         verdict = "fastest" if ours < peers[fastest] else "NOT fastest"
         lines.append(
-            f"- {model}, batch {batch}, {method}: camlens {floor_ratio:.2f}x floor; fastest peer "
-            f"{fastest} is {peers[fastest] / ours:.2f}x camlens's time ({verdict})"
+            f"- {model}, batch {batch}, {method}: camkit {floor_ratio:.2f}x floor; fastest peer "
+            f"{fastest} is {peers[fastest] / ours:.2f}x camkit's time ({verdict})"
         )
     return lines
 
@@ -574,7 +574,7 @@ def main() -> None:
     parser.add_argument(
         "--amp-agreement",
         action="store_true",
-        help="only compare camlens's amp=True maps with float32 ones (no timing)",
+        help="only compare camkit's amp=True maps with float32 ones (no timing)",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads [all cores]")
     parser.add_argument(
@@ -606,8 +606,8 @@ def main() -> None:
     print(
         f"torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads, "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load average "
-        f"{os.getloadavg()[0]:.1f}; camlens "
-        f"{camlens.__version__}; "
+        f"{os.getloadavg()[0]:.1f}; camkit "
+        f"{camkit.__version__}; "
         + ", ".join(f"{k} {v}" for k, v in versions.items())
         + f"; median of {args.repeats} interleaved runs after {args.warmup + 1} warm-up runs; "
         f"ratios on the {args.clock} clock\n"
@@ -624,8 +624,8 @@ def main() -> None:
                 print("\n".join(amp_agreement(config, args.methods, [config.layer, *extra])))
         return
     header = [
-        "| model | batch | method | library | wall ms | CPU ms | x floor | x camlens "
-        "| peak MiB | r with camlens |",
+        "| model | batch | method | library | wall ms | CPU ms | x floor | x camkit "
+        "| peak MiB | r with camkit |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     print("\n".join(header), flush=True)

@@ -1,6 +1,6 @@
 """Top-1 accuracy of the offline EfficientNet-Lite0 on ../shared/data/imagenet-sample.
 
-Compares camlens's preprocessing for it (pixels scaled as (x - 127) / 128, as the model was
+Compares camkit's preprocessing for it (pixels scaled as (x - 127) / 128, as the model was
 trained on TensorFlow) with ImageNet's mean and standard deviation.
 
     python benchmarks/offline_model_accuracy.py
@@ -13,19 +13,19 @@ from pathlib import Path
 
 import torch
 
-import camlens
-from camlens._inputs import Preprocessing, load_image
+import camkit
+from camkit._inputs import Preprocessing, load_image
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"
 
 
 def main() -> None:
     rows = list(csv.DictReader((SAMPLE / "labels.csv").open()))
-    loaded = camlens.load_model("efficientnet_lite0")
+    loaded = camkit.load_model("efficientnet_lite0")
     images = [load_image(SAMPLE / row["file"]) for row in rows]
     labels = torch.tensor([int(row["class_index"]) for row in rows])
     for name, preprocessing in [
-        ("camlens (x - 127) / 128", loaded.preprocessing),
+        ("camkit (x - 127) / 128", loaded.preprocessing),
         ("ImageNet mean/std", Preprocessing()),
     ]:
         x = torch.stack([preprocessing(image) for image in images])

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-import camlens
+import camkit
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"
 
@@ -42,13 +42,13 @@ def main() -> None:
         raise SystemExit(f"no images in {SAMPLE}")
     step = max(1, len(files) // args.images)
     files = files[::step][: args.images]
-    model = camlens.load_model("efficientnet_lite0")
+    model = camkit.load_model("efficientnet_lite0")
     options = {"methods": "scorecam", "batch_size": args.batch_size, "progress": False}
     correlations: dict[int, list[float]] = {n: [] for n in args.channels}
     seconds: dict[int | None, list[float]] = {n: [] for n in [None, *args.channels]}
     for file in files:
         start = time.perf_counter()
-        exact = camlens.explain(model, str(file), **options)
+        exact = camkit.explain(model, str(file), **options)
         seconds[None].append(time.perf_counter() - start)
         layer = exact.layers[0]
         target = int(exact.targets[0, 0])  # type: ignore[index]
@@ -56,7 +56,7 @@ def main() -> None:
         row = [f"{file.name[:40]:40s}"]
         for n in args.channels:
             start = time.perf_counter()
-            approx = camlens.explain(model, str(file), target=target, max_channels=n, **options)
+            approx = camkit.explain(model, str(file), target=target, max_channels=n, **options)
             seconds[n].append(time.perf_counter() - start)
             correlations[n].append(pearson(approx.maps[(layer, "scorecam")][0], exact_map))
             row.append(f"N={n}: r={correlations[n][-1]:.3f}")

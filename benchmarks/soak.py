@@ -36,8 +36,8 @@ import torchvision
 from PIL import Image
 from torch import nn
 
-import camlens
-from camlens._visualize import figure_to_png_bytes
+import camkit
+from camkit.overlay import figure_to_png_bytes
 
 GOAL_MB = 20.0
 #: A figure is drawn (matplotlib, PNG bytes) every this many small-CNN calls.
@@ -101,14 +101,14 @@ def small_cnn_calls(model: SmallCNN) -> tuple[list[Callable[[], object]], Callab
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, 32, 32, generator=generator)
     picture = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 48, 3), np.uint8))
-    loaded = camlens.LoadedModel(
-        model, camlens.Preprocessing(32, 32), [f"class {i}" for i in range(10)], "small"
+    loaded = camkit.LoadedModel(
+        model, camkit.Preprocessing(32, 32), [f"class {i}" for i in range(10)], "small"
     )
 
     def failing_forward() -> object:
         model.fail = True
         try:
-            return camlens.explain(model, x, layers="block")
+            return camkit.explain(model, x, layers="block")
         except RuntimeError:
             return None
         finally:
@@ -116,38 +116,38 @@ def small_cnn_calls(model: SmallCNN) -> tuple[list[Callable[[], object]], Callab
 
     def unknown_layer() -> object:
         try:
-            return camlens.explain(model, x, layers="blok")
+            return camkit.explain(model, x, layers="blok")
         except ValueError:
             return None
 
     def with_figure() -> object:
-        explanation = camlens.explain(loaded, picture, methods=["gradcam", "layercam"])
+        explanation = camkit.explain(loaded, picture, methods=["gradcam", "layercam"])
         return figure_to_png_bytes(explanation.figure(index=0))
 
     return [
-        lambda: camlens.explain(model, x),
-        lambda: camlens.explain(model, x, methods=["gradcam++", "xgradcam"], layers="stem"),
-        lambda: camlens.explain(model, x, methods=["eigencam", "layercam"], top_k=3),
-        lambda: camlens.explain(model, x, methods="hirescam", target=[3, 7]),
-        lambda: camlens.explain(model, x, target=_custom_score, layers=("stem", "block")),
-        lambda: camlens.explain(model, x, methods="scorecam", max_channels=4),
-        lambda: camlens.explain(model, x, methods="guided-gradcam", layers="block"),
-        lambda: camlens.explain(model, x, methods="gradcam", smooth="noise", smooth_samples=2),
-        lambda: camlens.explain(loaded, [picture, picture], methods="gradcam", target="class 2"),
+        lambda: camkit.explain(model, x),
+        lambda: camkit.explain(model, x, methods=["gradcam++", "xgradcam"], layers="stem"),
+        lambda: camkit.explain(model, x, methods=["eigencam", "layercam"], top_k=3),
+        lambda: camkit.explain(model, x, methods="hirescam", target=[3, 7]),
+        lambda: camkit.explain(model, x, target=_custom_score, layers=("stem", "block")),
+        lambda: camkit.explain(model, x, methods="scorecam", max_channels=4),
+        lambda: camkit.explain(model, x, methods="guided-gradcam", layers="block"),
+        lambda: camkit.explain(model, x, methods="gradcam", smooth="noise", smooth_samples=2),
+        lambda: camkit.explain(loaded, [picture, picture], methods="gradcam", target="class 2"),
         failing_forward,
         unknown_layer,
-        lambda: camlens.list_layers(model, input_size=(32, 32)),
+        lambda: camkit.list_layers(model, input_size=(32, 32)),
     ], with_figure
 
 
 def resnet_calls(model: nn.Module, device: torch.device) -> list[Callable[[], object]]:
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1)).to(device)
     return [
-        lambda: camlens.explain(model, x),
-        lambda: camlens.explain(model, x, methods=["gradcam", "gradcam++", "layercam"]),
-        lambda: camlens.explain(model, x, methods=["hirescam", "eigencam"], top_k=3),
-        lambda: camlens.explain(model, x, layers=("layer3", "layer4"), target=281),
-        lambda: camlens.explain(model, x, methods="scorecam", max_channels=4),
+        lambda: camkit.explain(model, x),
+        lambda: camkit.explain(model, x, methods=["gradcam", "gradcam++", "layercam"]),
+        lambda: camkit.explain(model, x, methods=["hirescam", "eigencam"], top_k=3),
+        lambda: camkit.explain(model, x, layers=("layer3", "layer4"), target=281),
+        lambda: camkit.explain(model, x, methods="scorecam", max_channels=4),
     ]
 
 
@@ -202,11 +202,11 @@ def main() -> int:
     if device.type != "cpu":  # the PIL and list_layers calls are CPU-side; keep the tensor ones
         x = torch.randn(2, 3, 32, 32, device=device)
         small_kinds = [
-            lambda: camlens.explain(small, x),
-            lambda: camlens.explain(small, x, methods=["eigencam", "layercam"], top_k=3),
-            lambda: camlens.explain(small, x, methods="scorecam", max_channels=4),
-            lambda: camlens.explain(small, x, methods="guided-gradcam", layers="block"),
-            lambda: camlens.explain(small, x, smooth="noise", smooth_samples=2),
+            lambda: camkit.explain(small, x),
+            lambda: camkit.explain(small, x, methods=["eigencam", "layercam"], top_k=3),
+            lambda: camkit.explain(small, x, methods="scorecam", max_channels=4),
+            lambda: camkit.explain(small, x, methods="guided-gradcam", layers="block"),
+            lambda: camkit.explain(small, x, smooth="noise", smooth_samples=2),
         ]
     resnet_kinds = resnet_calls(resnet, device)
 

@@ -1,4 +1,4 @@
-"""The tutorial's whole job, end to end: camlens against its package, pytorch-gradcam 0.2.1.
+"""The tutorial's whole job, end to end: camkit against its package, pytorch-gradcam 0.2.1.
 
 The tutorial explains one picture (water-bird.JPEG) with Grad-CAM and Grad-CAM++ on five
 torchvision models and draws each heatmap over the picture. Here each model is explained at the
@@ -13,15 +13,15 @@ preprocessing (``Resize((224, 224))``, ``ToTensor``, ``Normalize``), then per mo
   GradCAMpp at each layer), built once beforehand as the tutorial does (not timed), all hooked on
   the same model; per map one ``mask, _ = cam(normed_img)`` (a forward and a full backward) and
   one ``heatmap, result = visualize_cam(mask, img)``.
-* camlens, written as its README writes it: one ``camlens.explain(model, normed_img,
+* camkit, written as its README writes it: one ``camkit.explain(model, normed_img,
   methods=("gradcam", "gradcam++"), layers=(deep, shallow))`` per model (one forward, one
-  gradient to both layers), then ``camlens.overlay(img, map)`` for each of the four maps.
+  gradient to both layers), then ``camkit.overlay(img, map)`` for each of the four maps.
 
 Not included on either side: building the models and the tutorial's final ``make_grid``. The
 top class is found by each side's own forward pass. The two sides run on separate copies of each
 model with the same weights, because pytorch-gradcam's hooks can never be removed; the sides
 alternate within each repeat so that machine noise hits both alike. ``r`` is the Pearson
-correlation of each pytorch-gradcam mask with camlens's map (both already upsampled to 224x224
+correlation of each pytorch-gradcam mask with camkit's map (both already upsampled to 224x224
 and min-max normalised).
 
     .venv/bin/python benchmarks/tutorial_job.py            # 5 repeats after 1 warm-up
@@ -49,7 +49,7 @@ from PIL import Image
 from torch import nn
 from torchvision import transforms
 
-import camlens
+import camkit
 
 IMAGE = Path(__file__).resolve().parents[2] / "shared" / "data" / "images" / "water-bird.JPEG"
 #: (torchvision builder, pytorch-gradcam model_type, the tutorial's layer, an earlier layer).
@@ -102,18 +102,18 @@ def tutorial_side(
     return run
 
 
-def camlens_side(
+def camkit_side(
     model: nn.Module, layers: tuple[str, str]
 ) -> Callable[[torch.Tensor, torch.Tensor], Maps]:
-    """camlens: one call for both methods and both layers, then one overlay per map."""
+    """camkit: one call for both methods and both layers, then one overlay per map."""
 
     def run(picture: torch.Tensor, normed: torch.Tensor) -> Maps:
-        explanation = camlens.explain(model, normed, methods=METHODS, layers=layers)
+        explanation = camkit.explain(model, normed, methods=METHODS, layers=layers)
         maps = {}
         for resolved, spec in zip(explanation.layers, layers, strict=True):
             for method in METHODS:
                 heatmap = explanation.maps[(resolved, method)][0]
-                camlens.overlay(picture, heatmap)
+                camkit.overlay(picture, heatmap)
                 maps[(spec, method)] = heatmap
         return maps
 
@@ -140,13 +140,13 @@ def main() -> None:
     warnings.simplefilter("ignore")  # pytorch-gradcam's deprecated F.upsample and backward hooks
     sides: dict[str, list[Callable[[torch.Tensor, torch.Tensor], Maps]]] = {
         "pytorch-gradcam": [],
-        "camlens": [],
+        "camkit": [],
     }
     for builder, model_type, deep, shallow in chosen:
         torch.manual_seed(0)
         model = getattr(torchvision.models, builder)(weights=None).eval()
         sides["pytorch-gradcam"].append(tutorial_side(model, model_type, (deep, shallow)))
-        sides["camlens"].append(camlens_side(copy.deepcopy(model), (deep, shallow)))
+        sides["camkit"].append(camkit_side(copy.deepcopy(model), (deep, shallow)))
 
     def job(side: str) -> tuple[list[float], list[Maps]]:
         """One run of the job: seconds of preprocessing, then of each model; the maps."""
@@ -175,31 +175,31 @@ def main() -> None:
         f"{IMAGE.name}; {args.clock} clock, median of {repeats} runs, the two sides alternating, "
         "after 1 warm-up run each\n"
     )
-    print("| step | pytorch-gradcam 0.2.1 s | camlens s | speed-up |")
+    print("| step | pytorch-gradcam 0.2.1 s | camkit s | speed-up |")
     print("|---|---|---|---|")
     steps = ["read + preprocess the picture"] + [
         f"{builder}: {deep} + {shallow}, 2 methods" for builder, _, deep, shallow in chosen
     ]
     for index, step in enumerate(steps):
         theirs = statistics.median(run[index] for run in times["pytorch-gradcam"])
-        ours = statistics.median(run[index] for run in times["camlens"])
+        ours = statistics.median(run[index] for run in times["camkit"])
         print(f"| {step} | {theirs:.3f} | {ours:.3f} | {theirs / ours:.2f}x |")
     theirs = statistics.median(sum(run) for run in times["pytorch-gradcam"])
-    ours = statistics.median(sum(run) for run in times["camlens"])
+    ours = statistics.median(sum(run) for run in times["camkit"])
     count = 4 * len(chosen)
     print(
         f"| **whole job ({count} maps + {count} pictures)** | {theirs:.3f} | {ours:.3f} "
         f"| {theirs / ours:.2f}x |"
     )
 
-    print("\nAgreement of the masks (Pearson r, pytorch-gradcam vs camlens):\n")
+    print("\nAgreement of the masks (Pearson r, pytorch-gradcam vs camkit):\n")
     print("| model | layer | gradcam | gradcam++ |")
     print("|---|---|---|---|")
     for index, (builder, _, deep, shallow) in enumerate(chosen):
         for layer in (deep, shallow):
             values = [
                 pearson(
-                    maps["pytorch-gradcam"][index][(layer, m)], maps["camlens"][index][(layer, m)]
+                    maps["pytorch-gradcam"][index][(layer, m)], maps["camkit"][index][(layer, m)]
                 )
                 for m in METHODS
             ]

@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import camlens
-from camlens._visualize import figure_to_png_bytes
+import camkit
+from camkit.overlay import figure_to_png_bytes
 
 METHODS = ["gradcam++", "smoothgradcam++", "guided-backprop", "guided-gradcam"]
 
@@ -28,13 +28,13 @@ def main() -> None:
     args = parser.parse_args()
     target = int(args.target) if args.target and args.target.isdigit() else args.target
 
-    model = camlens.load_model("efficientnet_lite0")
+    model = camkit.load_model("efficientnet_lite0")
     rows, names = [], []
     for smooth in (None, "noise", "augment"):
         methods = [m for m in METHODS if not (smooth == "augment" and m == "smoothgradcam++")]
-        rows.append(camlens.explain(model, args.image, methods, target=target, smooth=smooth))
+        rows.append(camkit.explain(model, args.image, methods, target=target, smooth=smooth))
         names.append(f"Lite0 · {smooth or 'plain'}")
-    figure = camlens.grid(rows, names=names)
+    figure = camkit.grid(rows, names=names)
     Path(args.out).write_bytes(figure_to_png_bytes(figure))
     print(f"wrote {args.out}")
 

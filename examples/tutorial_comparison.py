@@ -1,8 +1,8 @@
-"""The tutorial that started camlens: models x layers x Grad-CAM / Grad-CAM++ in one grid.
+"""The tutorial that started camkit: models x layers x Grad-CAM / Grad-CAM++ in one grid.
 
 The original notebook loads five torchvision classifiers, picks a deep and a shallow layer in
 each by its pytorch-gradcam name, and compares Grad-CAM and Grad-CAM++ over a photo of a water
-bird. With camlens that is one ``explain`` call per model and one ``grid``:
+bird. With camkit that is one ``explain`` call per model and one ``grid``:
 
     # five models, pretrained (torchvision downloads the weights)
     python examples/tutorial_comparison.py IMAGE --out tutorial.png
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 
-import camlens
+import camkit
 
 # The tutorial's models with (deep, shallow) layers, in pytorch-gradcam's names.
 TUTORIAL = {
@@ -41,18 +41,18 @@ def main() -> None:
     methods = ("gradcam", "gradcam++")
     explanations, names = [], []
     if args.offline_model:
-        loaded = camlens.load_model("efficientnet_lite0")
+        loaded = camkit.load_model("efficientnet_lite0")
         explanations.append(
-            camlens.explain(loaded, args.image, methods=methods, layers=OFFLINE_LAYERS)
+            camkit.explain(loaded, args.image, methods=methods, layers=OFFLINE_LAYERS)
         )
         names.append("efficientnet_lite0")
     else:
         weights = None if args.weights.lower() == "none" else args.weights
         for name, layers in TUTORIAL.items():
-            loaded = camlens.load_model(name, weights=weights)
-            explanations.append(camlens.explain(loaded, args.image, methods=methods, layers=layers))
+            loaded = camkit.load_model(name, weights=weights)
+            explanations.append(camkit.explain(loaded, args.image, methods=methods, layers=layers))
             names.append(name)
-    figure = camlens.grid(explanations, names=names)
+    figure = camkit.grid(explanations, names=names)
     figure.savefig(args.out, dpi=80)
     print(f"wrote {args.out}")
 

@@ -8,15 +8,15 @@ import pytest
 import torch
 from torch import nn
 
-import camlens
+import camkit
 
 #: Methods computed from explain's one shared forward and backward pass: everything except the
 #: perturbation methods (Score-CAM, Ablation-CAM, ...) and those with passes of their own (guided).
 ONE_PASS_METHODS = [
     name
-    for name in camlens.list_methods()
-    if not camlens._registry.get_method(name).perturbation
-    and not camlens._registry.get_method(name).own_pass
+    for name in camkit.list_methods()
+    if not camkit._registry.get_method(name).perturbation
+    and not camkit._registry.get_method(name).own_pass
 ]
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -83,5 +83,5 @@ def small_cnn() -> SmallCNN:
 
 
 @pytest.fixture(scope="session")
-def lite0() -> camlens.LoadedModel:
-    return camlens.load_model("efficientnet_lite0")
+def lite0() -> camkit.LoadedModel:
+    return camkit.load_model("efficientnet_lite0")

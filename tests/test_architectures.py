@@ -13,8 +13,8 @@ import torch
 import torchvision
 from torch import nn
 
-import camlens
-from camlens._models import classification_models
+import camkit
+from camkit._models import classification_models
 
 #: The built-in methods that share one forward and one backward pass.
 METHODS = [
@@ -64,7 +64,7 @@ def _hooks(model: nn.Module) -> list[int]:
 
 def check_model(
     model: nn.Module, size: tuple[int, int], expected_layer: str, methods: list[str] = METHODS
-) -> camlens.Explanation:
+) -> camkit.Explanation:
     """Run the cross-cutting checks on one model; return the batch explanation."""
     state = {key: value.clone() for key, value in model.state_dict().items()}
     training = [module.training for module in model.modules()]
@@ -73,7 +73,7 @@ def check_model(
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, *size, generator=generator)
 
-    explanation = camlens.explain(model, x, methods=methods)
+    explanation = camkit.explain(model, x, methods=methods)
     assert explanation.layers == [expected_layer]
     for key, value in explanation.maps.items():
         assert value.shape == (2, *size), key
@@ -92,7 +92,7 @@ def check_model(
     forwards = []
     handle = model.register_forward_pre_hook(lambda *_: forwards.append(1))
     try:
-        single = camlens.explain(model, x[1:], methods=methods)
+        single = camkit.explain(model, x[1:], methods=methods)
     finally:
         handle.remove()
     assert len(forwards) == 1  # one forward pass: the automatic layer is cached per model
@@ -178,11 +178,11 @@ def test_timm_vit_on_a_non_square_input_keeps_the_grid() -> None:
 
 def test_timm_by_name_through_load_model() -> None:
     pytest.importorskip("timm")
-    loaded = camlens.load_model("timm:regnety_008", weights=None)
+    loaded = camkit.load_model("timm:regnety_008", weights=None)
     assert loaded.name == "timm:regnety_008" and loaded.categories[0] == "tench"
     assert loaded.preprocessing.crop_size == 224
     x = torch.randn(1, 3, 64, 64)
-    explanation = camlens.explain(loaded, x, layers=["auto", "s3"])
+    explanation = camkit.explain(loaded, x, layers=["auto", "s3"])
     assert explanation.layers == ["s4", "s3"]
     assert explanation.model_name == "timm:regnety_008"
 
@@ -190,7 +190,7 @@ def test_timm_by_name_through_load_model() -> None:
 def test_timm_unknown_name_suggests_close_ones() -> None:
     pytest.importorskip("timm")
     with pytest.raises(ValueError, match="closest: 'timm:resnet18'"):
-        camlens.load_model("timm:resnt18", weights=None)
+        camkit.load_model("timm:resnt18", weights=None)
 
 
 def test_timm_pretrained_offline_is_a_clear_error(monkeypatch) -> None:
@@ -199,7 +199,7 @@ def test_timm_pretrained_offline_is_a_clear_error(monkeypatch) -> None:
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # fail at once instead of retrying
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     try:
-        camlens.load_model("timm:resnet18")
+        camkit.load_model("timm:resnet18")
     except ValueError as error:
         assert "cannot fetch timm weights for 'resnet18'" in str(error)
         assert "weights=None" in str(error)
@@ -278,7 +278,7 @@ def test_layer_whose_output_is_not_a_tensor_is_named() -> None:
         match=r"layer 'encoder.layers.encoder_layer_11.self_attention' returned a tuple of "
         r"\(tensor \(1, 5, 768\), NoneType\), not a tensor",
     ):
-        camlens.explain(
+        camkit.explain(
             model,
             torch.randn(1, 3, 64, 64),
             layers="encoder.layers.encoder_layer_11.self_attention",
@@ -290,12 +290,12 @@ def test_layer_without_spatial_reading_is_named() -> None:
     with pytest.raises(
         ValueError, match=r"layer '2' output has shape \(1, 2\), not \(N, C, h, w\)"
     ):
-        camlens.explain(model, torch.randn(1, 3, 8, 8), layers="2")
+        camkit.explain(model, torch.randn(1, 3, 8, 8), layers="2")
     with pytest.raises(
         ValueError,
         match=r"last outputs: '0' AdaptiveAvgPool2d \(1, 3, 1, 1\), '1' Flatten \(1, 3\)",
     ) as error:
-        camlens.explain(
+        camkit.explain(
             nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()), torch.randn(1, 3, 8, 8)
         )
     assert "found no module with a spatial" in str(error.value)

@@ -24,10 +24,10 @@ from hypothesis import strategies as st
 from PIL import Image
 from torch import nn
 
-import camlens
-from camlens import cli
-from camlens._errors import ArgumentTypeError, CamlensError, InputError
-from camlens._inputs import MIN_IMAGE_SIDE, Preprocessing, all_finite, prepare_batch
+import camkit
+from camkit import cli
+from camkit._errors import ArgumentTypeError, CamkitError, InputError
+from camkit._inputs import MIN_IMAGE_SIDE, Preprocessing, all_finite, prepare_batch
 from tests.conftest import SmallCNN
 from tests.test_cli import SAMPLE, assert_one_line_error, reuse_loaded_models  # noqa: F401
 
@@ -122,7 +122,7 @@ def test_decompression_bomb_is_refused_before_decoding(tmp_path: Path) -> None:
     ):
         image.load()
     with pytest.raises(ValueError, match="decompression bomb"):
-        camlens.explain(MODEL, path)
+        camkit.explain(MODEL, path)
 
 
 def test_the_size_limit_is_pils_and_can_be_raised(
@@ -156,17 +156,17 @@ def test_tiny_pictures_in_memory_are_refused(item: object) -> None:
 def test_wrong_channel_count_names_the_fix(channels: int, fix: str) -> None:
     x = torch.randn(1, channels, 16, 16)
     with pytest.raises(ValueError, match=f"has {channels} channels but .* takes 3; {fix}"):
-        camlens.explain(MODEL, x)
+        camkit.explain(MODEL, x)
 
 
 def test_non_finite_inputs_are_refused() -> None:
     x = torch.randn(1, 3, 16, 16)
     x[0, 1, 2, 3] = float("inf")
     with pytest.raises(ValueError, match="`inputs` contains NaN or Inf"):
-        camlens.explain(MODEL, x)
+        camkit.explain(MODEL, x)
     big = torch.full((1, 3, 16, 16), 1e300, dtype=torch.float64)  # finite, but not in float32
     with pytest.raises(ValueError, match=r"too large for the model's torch\.float32"):
-        camlens.explain(MODEL, big)
+        camkit.explain(MODEL, big)
 
 
 def test_the_finiteness_check_is_exact() -> None:
@@ -182,15 +182,15 @@ def test_the_finiteness_check_is_exact() -> None:
 def test_integer_tensors_are_a_type_error_naming_the_conversion() -> None:
     for dtype in (torch.uint8, torch.int64, torch.bool):
         with pytest.raises(TypeError, match=r"normalize\(x.float\(\) / 255\)"):
-            camlens.explain(MODEL, torch.zeros(1, 3, 16, 16, dtype=dtype))
+            camkit.explain(MODEL, torch.zeros(1, 3, 16, 16, dtype=dtype))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float64, torch.bfloat16])
 def test_other_float_dtypes_are_converted_exactly(dtype: torch.dtype) -> None:
     torch.manual_seed(1)
     x = torch.randn(2, 3, 16, 16).to(dtype)
-    got = camlens.explain(MODEL, x, layers="block")
-    expected = camlens.explain(MODEL, x.float(), layers="block")  # the same values in float32
+    got = camkit.explain(MODEL, x, layers="block")
+    expected = camkit.explain(MODEL, x.float(), layers="block")  # the same values in float32
     assert torch.equal(got.maps[("block", "gradcam")], expected.maps[("block", "gradcam")])
     assert got.maps[("block", "gradcam")].dtype == torch.float32
 
@@ -214,22 +214,22 @@ class WithTupleLayer(nn.Module):
 def test_layer_with_a_tuple_output_or_unused_is_named() -> None:
     x = torch.randn(1, 3, 16, 16)
     with pytest.raises(ValueError, match=r"layer 'split' returned a tuple of \(tensor"):
-        camlens.explain(WithTupleLayer(), x, layers="split")
+        camkit.explain(WithTupleLayer(), x, layers="split")
     with pytest.raises(ValueError, match=r"layer 'inner\.dropout' did not run"):
-        camlens.explain(WithTupleLayer(), x, layers="inner.dropout")
+        camkit.explain(WithTupleLayer(), x, layers="inner.dropout")
 
 
 def test_target_mistakes() -> None:
     x = torch.randn(2, 3, 16, 16)
     with pytest.raises(ValueError, match=r"class index -1 is out of range .* use 0 to 4"):
-        camlens.explain(MODEL, x, target=-1)
-    named = camlens.LoadedModel(MODEL, PRE, ["cat", "dog", "tiger cat", "car", "tree"], "small")
+        camkit.explain(MODEL, x, target=-1)
+    named = camkit.LoadedModel(MODEL, PRE, ["cat", "dog", "tiger cat", "car", "tree"], "small")
     with pytest.raises(ValueError, match="'zebra' not found among the model's 5 classes"):
-        camlens.explain(named, x, target="zebra")
+        camkit.explain(named, x, target="zebra")
     with pytest.raises(ValueError, match="did you mean 'tiger cat'"):
-        camlens.explain(named, x, target="tigr cat")
+        camkit.explain(named, x, target="tigr cat")
     # A numpy integer (an argmax result) is a class index like any int.
-    by_numpy = camlens.explain(MODEL, x, target=np.int64(3))
+    by_numpy = camkit.explain(MODEL, x, target=np.int64(3))
     assert by_numpy.targets.tolist() == [[3], [3]]
 
 
@@ -249,7 +249,7 @@ def test_target_mistakes() -> None:
 def test_argument_mistakes_name_the_argument(kwargs: dict[str, object], error, match) -> None:  # type: ignore[no-untyped-def]
     arguments = {"model": MODEL, "inputs": torch.randn(1, 3, 16, 16), **kwargs}
     with pytest.raises(error, match=match):
-        camlens.explain(**arguments)  # type: ignore[arg-type]
+        camkit.explain(**arguments)  # type: ignore[arg-type]
 
 
 def test_a_folder_is_not_an_image(tmp_path: Path) -> None:
@@ -259,9 +259,9 @@ def test_a_folder_is_not_an_image(tmp_path: Path) -> None:
 
 def test_numpy_targets_are_indices_or_names() -> None:
     x = torch.randn(2, 3, 16, 16)
-    named = camlens.LoadedModel(MODEL, PRE, ["cat", "dog", "tiger cat", "car", "tree"], "small")
-    assert camlens.explain(MODEL, x, target=np.array([4, 1])).targets.tolist() == [[4], [1]]
-    by_name = camlens.explain(named, x, target=np.array(["dog", "tree"]))
+    named = camkit.LoadedModel(MODEL, PRE, ["cat", "dog", "tiger cat", "car", "tree"], "small")
+    assert camkit.explain(MODEL, x, target=np.array([4, 1])).targets.tolist() == [[4], [1]]
+    by_name = camkit.explain(named, x, target=np.array(["dog", "tree"]))
     assert by_name.targets.tolist() == [[1], [4]]
 
 
@@ -269,7 +269,7 @@ def test_output_folder_that_cannot_be_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # As root every folder is writable, so the permission check is made to say no.
-    monkeypatch.setattr("camlens._evaluate.os.access", lambda _path, mode: not mode & os.W_OK)
+    monkeypatch.setattr("camkit._evaluate.os.access", lambda _path, mode: not mode & os.W_OK)
     result = CliRunner().invoke(cli.main, ["explain", str(SAMPLE), "--out", str(tmp_path)])
     assert_one_line_error(result, "is not writable; pass a writable folder with --out")
 
@@ -307,7 +307,7 @@ def test_cli_refuses_pickled_objects(tmp_path: Path, option: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Fuzzing: any tensor either explains into finite maps in [0, 1] or raises a camlens error
+# Fuzzing: any tensor either explains into finite maps in [0, 1] or raises a camkit error
 # --------------------------------------------------------------------------------------------
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.uint8, torch.int64]
@@ -345,8 +345,8 @@ def test_fuzz_tensor_shapes_and_dtypes(
         x[-1, 0, height - 1, 0] = poison
     x = (x * 50).clamp(0, 255).to(dtype) if not dtype.is_floating_point else x.to(dtype)
     try:
-        explanation = camlens.explain(MODEL, x, methods=method)
-    except CamlensError as error:
+        explanation = camkit.explain(MODEL, x, methods=method)
+    except CamkitError as error:
         message = str(error)
         assert "\n" not in message and "; " in message
         if not dtype.is_floating_point:
@@ -374,10 +374,10 @@ def test_fuzz_tensor_shapes_and_dtypes(
 )
 def test_fuzz_numpy_images(shape: tuple[int, ...], dtype: type) -> None:
     array = (np.arange(int(np.prod(shape))).reshape(shape) % 7).astype(dtype)
-    loaded = camlens.LoadedModel(MODEL, PRE, None, "small")
+    loaded = camkit.LoadedModel(MODEL, PRE, None, "small")
     try:
-        explanation = camlens.explain(loaded, array, layers="block")
-    except CamlensError as error:
+        explanation = camkit.explain(loaded, array, layers="block")
+    except CamkitError as error:
         assert "\n" not in str(error) and "; " in str(error)
         assert shape in ((12, 10, 2), (12, 10, 5), (3, 12, 10)) or dtype in (np.int32, np.bool_)
         return

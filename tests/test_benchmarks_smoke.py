@@ -1,8 +1,8 @@
 """The benchmark scripts' harness: each library gets the same model, layer and targets.
 
 A tiny model whose target layer is followed by more convolutions (so the gradients vary over the
-positions and the methods differ) is explained by camlens and by each installed peer through the
-runners of benchmarks/compare_libraries.py; where a peer's method has camlens's definition, the
+positions and the methods differ) is explained by camkit and by each installed peer through the
+runners of benchmarks/compare_libraries.py; where a peer's method has camkit's definition, the
 maps must agree. A peer that is not installed skips its case.
 """
 
@@ -62,7 +62,7 @@ def test_normalised_maps_by_hand(scripts) -> None:
     cams = torch.tensor([[[0.0, 1.0], [2.0, 3.0]], [[5.0, 5.0], [5.0, 5.0]]])
     maps = compare.normalised_maps(cams, (2, 2))
     assert torch.allclose(maps[0], torch.tensor([[0.0, 1 / 3], [2 / 3, 1.0]]))
-    assert torch.equal(maps[1], torch.zeros(2, 2))  # a constant map becomes zeros, as in camlens
+    assert torch.equal(maps[1], torch.zeros(2, 2))  # a constant map becomes zeros, as in camkit
 
 
 SAME_DEFINITION = [
@@ -72,11 +72,11 @@ SAME_DEFINITION = [
 
 
 @pytest.mark.parametrize(("package", "runner", "method"), SAME_DEFINITION)
-def test_peer_maps_agree_with_camlens(scripts, tiny, package, runner, method) -> None:
+def test_peer_maps_agree_with_camkit(scripts, tiny, package, runner, method) -> None:
     pytest.importorskip(package)
     compare, _ = scripts
     model, x, targets = tiny
-    ours = compare.camlens_runner(model, x, "features.1", targets, method)()
+    ours = compare.camkit_runner(model, x, "features.1", targets, method)()
     theirs = getattr(compare, runner)(model, x, "features.1", targets, method)()
     assert ours.shape == theirs.shape == (2, 16, 16)
     for image in range(2):
@@ -85,12 +85,12 @@ def test_peer_maps_agree_with_camlens(scripts, tiny, package, runner, method) ->
         assert compare.pearson(a, b) > 0.99
 
 
-def test_captum_and_pytorch_gradcam_agree_with_camlens(scripts, tiny) -> None:
+def test_captum_and_pytorch_gradcam_agree_with_camkit(scripts, tiny) -> None:
     pytest.importorskip("captum")
     pytest.importorskip("gradcam")
     compare, _ = scripts
     model, x, targets = tiny
-    ours = compare.camlens_runner(model, x, "features.1", targets, "gradcam")()
+    ours = compare.camkit_runner(model, x, "features.1", targets, "gradcam")()
     for theirs in (
         compare.captum_runner(model, x, "features.1", targets, find_top=False)(),
         compare.pytorch_gradcam_runner(model, x, "features.1", targets, "gradcam")(),
@@ -99,7 +99,7 @@ def test_captum_and_pytorch_gradcam_agree_with_camlens(scripts, tiny) -> None:
             assert compare.pearson(ours[image], theirs[image]) > 0.99
     with torch.no_grad():
         top = model(x).argmax(dim=1).tolist()
-    ours_top = compare.camlens_runner(model, x, "features.1", top, "gradcam")()
+    ours_top = compare.camkit_runner(model, x, "features.1", top, "gradcam")()
     theirs_top = compare.captum_runner(model, x, "features.1", targets, find_top=True)()
     for image in range(2):
         assert compare.pearson(ours_top[image], theirs_top[image]) > 0.99
@@ -132,7 +132,7 @@ def test_tutorial_job_sides_agree_on_gradcam(scripts) -> None:
     normed = (picture[None] - 0.5) / 0.25
     layers = ("features_3", "features_1")  # pytorch-gradcam's "alexnet" names: features[i]
     theirs = job.tutorial_side(model, "alexnet", layers)(picture, normed)
-    ours = job.camlens_side(model, layers)(picture, normed)
+    ours = job.camkit_side(model, layers)(picture, normed)
     assert set(theirs) == set(ours) == {(n, m) for n in layers for m in job.METHODS}
     for layer in layers:
         assert ours[(layer, "gradcam")].std() > 0.05

@@ -1,4 +1,4 @@
-"""Tests of the ``camlens`` command, through click's test runner."""
+"""Tests of the ``camkit`` command, through click's test runner."""
 
 from __future__ import annotations
 
@@ -14,27 +14,27 @@ import torch
 from click.testing import CliRunner, Result
 from PIL import Image
 
-import camlens
-from camlens import cli
+import camkit
+from camkit import cli
 
-SAMPLE = Path(str(importlib.resources.files("camlens") / "data" / "chelsea.png"))
+SAMPLE = Path(str(importlib.resources.files("camkit") / "data" / "chelsea.png"))
 SHARED_IMAGES = Path(__file__).parents[1] / ".." / "shared" / "data" / "images"
 
 
-_real_load_model = camlens.load_model
+_real_load_model = camkit.load_model
 
 
 @functools.cache
 def _cached_load_model(
     name: str = "efficientnet_lite0", weights: str | None = "DEFAULT", device: str | None = None
-) -> camlens.LoadedModel:
+) -> camkit.LoadedModel:
     return _real_load_model(name, weights=weights, device=device)
 
 
 @pytest.fixture(autouse=True)
 def reuse_loaded_models(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Load each (model, weights) once for the whole file: the CLI is what is under test here."""
-    monkeypatch.setattr(camlens, "load_model", _cached_load_model)
+    monkeypatch.setattr(camkit, "load_model", _cached_load_model)
     yield
 
 
@@ -72,7 +72,7 @@ def shared_image(name: str) -> Path:
 def test_version(runner: CliRunner) -> None:
     result = run(runner, "--version")
     assert result.exit_code == 0
-    assert result.output.strip() == f"camlens {camlens.__version__}"
+    assert result.output.strip() == f"camkit {camkit.__version__}"
 
 
 def test_help_lists_the_commands(runner: CliRunner) -> None:
@@ -93,7 +93,7 @@ def test_explain_writes_one_labelled_png_per_image(runner: CliRunner, tmp_path: 
     assert result.exit_code == 0, result.output
     assert result.stderr == ""  # no progress bar when stderr is not a terminal
     for stem in ("chelsea", "coffee"):
-        written = tmp_path / "out" / f"{stem}-camlens.png"
+        written = tmp_path / "out" / f"{stem}-camkit.png"
         assert_drawn(written)
         assert f"wrote {written}" in result.stdout
     assert result.stdout.count("top-5 predictions") == 2
@@ -113,8 +113,8 @@ def test_explain_defaults_to_the_current_folder(
     monkeypatch.chdir(tmp_path / "work")
     result = run(runner, "explain", image)
     assert result.exit_code == 0, result.output
-    assert_drawn(tmp_path / "work" / "cat-camlens.png")
-    assert not (tmp_path / "pictures" / "cat-camlens.png").exists()
+    assert_drawn(tmp_path / "work" / "cat-camkit.png")
+    assert not (tmp_path / "pictures" / "cat-camkit.png").exists()
 
 
 def test_explain_several_methods_layers_and_classes(runner: CliRunner, tmp_path: Path) -> None:
@@ -133,13 +133,13 @@ def test_explain_several_methods_layers_and_classes(runner: CliRunner, tmp_path:
         "--out", tmp_path / "many",
     )  # fmt: skip
     assert single.exit_code == 0 and result.exit_code == 0, result.output
-    with Image.open(tmp_path / "one" / "chelsea-camlens.png") as image:
+    with Image.open(tmp_path / "one" / "chelsea-camkit.png") as image:
         small = image.size
-    with Image.open(tmp_path / "many" / "chelsea-camlens.png") as image:
+    with Image.open(tmp_path / "many" / "chelsea-camkit.png") as image:
         large = image.size
     assert large[0] > small[0] * 1.5  # 5 columns instead of 3
     assert large[1] > small[1] * 3  # 2 layers x 2 classes = 4 rows instead of 1
-    assert_drawn(tmp_path / "many" / "chelsea-camlens.png")
+    assert_drawn(tmp_path / "many" / "chelsea-camkit.png")
     explained = next(line for line in result.stdout.splitlines() if line.startswith("explained"))
     assert "gradcam, gradcam++" in explained and "_blocks.10" in explained
     assert explained.count("(") == 2  # two classes
@@ -153,15 +153,15 @@ def test_explain_target_by_name_or_index(runner: CliRunner, tmp_path: Path, targ
 
 
 def test_explain_never_overwrites_an_input(runner: CliRunner, tmp_path: Path) -> None:
-    first, second = tmp_path / "cat.png", tmp_path / "cat-camlens.png"
+    first, second = tmp_path / "cat.png", tmp_path / "cat-camkit.png"
     shutil.copy(SAMPLE, first)
     shutil.copy(SAMPLE, second)
     before = second.read_bytes()
     result = run(runner, "explain", first, second, "--out", tmp_path)
     assert result.exit_code == 0, result.output
     assert second.read_bytes() == before
-    assert_drawn(tmp_path / "cat-camlens-2.png")
-    assert_drawn(tmp_path / "cat-camlens-camlens.png")
+    assert_drawn(tmp_path / "cat-camkit-2.png")
+    assert_drawn(tmp_path / "cat-camkit-camkit.png")
 
 
 def test_explain_torchvision_model_with_random_weights(runner: CliRunner, tmp_path: Path) -> None:
@@ -171,7 +171,7 @@ def test_explain_torchvision_model_with_random_weights(runner: CliRunner, tmp_pa
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "at layer3" in result.stdout
-    assert_drawn(tmp_path / "chelsea-camlens.png")
+    assert_drawn(tmp_path / "chelsea-camkit.png")
 
 
 def test_layers_lists_the_model_in_execution_order(runner: CliRunner) -> None:
@@ -181,7 +181,7 @@ def test_layers_lists_the_model_in_execution_order(runner: CliRunner) -> None:
     assert "execution order" in lines[0]
     assert lines[1].split() == ["name", "type", "output", "shape"]
     names = [line[2:].split()[0] for line in lines[2:]]
-    infos = camlens.list_layers(camlens.load_model(weights=None))
+    infos = camkit.list_layers(camkit.load_model(weights=None))
     assert names == [info.name for info in infos]
     auto = [line for line in lines if line.startswith("* ")]
     assert len(auto) == 1
@@ -195,12 +195,12 @@ def test_demo_writes_the_sample_explanation(
     monkeypatch.chdir(tmp_path)
     result = run(runner, "demo")
     assert result.exit_code == 0, result.output
-    assert_drawn(tmp_path / "camlens-demo.png")
+    assert_drawn(tmp_path / "camkit-demo.png")
     assert "top-5 predictions" in result.stdout
-    assert "wrote camlens-demo.png" in result.stdout
+    assert "wrote camkit-demo.png" in result.stdout
     elsewhere = run(runner, "demo", "--out", tmp_path / "demo")
     assert elsewhere.exit_code == 0, elsewhere.output
-    assert_drawn(tmp_path / "demo" / "camlens-demo.png")
+    assert_drawn(tmp_path / "demo" / "camkit-demo.png")
 
 
 # --------------------------------------------------------------------------------------------
@@ -214,7 +214,7 @@ def error_cases(tmp: Path) -> dict[str, tuple[list[str | Path], str]]:
     a_file = tmp / "a-file"
     a_file.write_text("")
     blocked = tmp / "blocked"
-    (blocked / "chelsea-camlens.png").mkdir(parents=True)  # a folder where the PNG should go
+    (blocked / "chelsea-camkit.png").mkdir(parents=True)  # a folder where the PNG should go
     return {
         "missing image": (["explain", tmp / "missing.png"], "not found"),
         "image is a folder": (["explain", tmp], "not a file"),
@@ -305,8 +305,8 @@ def test_unexpected_errors_are_one_line_with_exit_code_1(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("Expected all tensors to be on the same device\nsecond line")
 
-    monkeypatch.setattr(cli.camlens, "explain", broken)
-    monkeypatch.delenv("CAMLENS_TRACEBACK", raising=False)
+    monkeypatch.setattr(cli.camkit, "explain", broken)
+    monkeypatch.delenv("CAMKIT_TRACEBACK", raising=False)
     result = run(runner, "layers", "--model", "resnet18")  # not affected by the patch
     assert result.exit_code == 0, result.output
     result = runner.invoke(
@@ -317,10 +317,10 @@ def test_unexpected_errors_are_one_line_with_exit_code_1(
     lines = result.stderr.strip().splitlines()
     assert lines == [
         "error: unexpected RuntimeError: Expected all tensors to be on the same device second "
-        "line (rerun with CAMLENS_TRACEBACK=1 for the traceback and report it if camlens is at "
+        "line (rerun with CAMKIT_TRACEBACK=1 for the traceback and report it if camkit is at "
         "fault)"
     ], result.stderr
-    monkeypatch.setenv("CAMLENS_TRACEBACK", "1")
+    monkeypatch.setenv("CAMKIT_TRACEBACK", "1")
     raised = runner.invoke(
         cli.main, ["explain", str(SAMPLE), "--model", "resnet18", "--weights", "none"]
     )

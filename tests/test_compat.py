@@ -1,4 +1,4 @@
-"""Tests of camlens.compat, the stand-in for the pytorch-gradcam 0.2.1 API."""
+"""Tests of camkit.compat, the stand-in for the pytorch-gradcam 0.2.1 API."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from torch import nn
 from torchvision import models, transforms
 from torchvision.utils import make_grid
 
-import camlens
-from camlens.compat import (
+import camkit
+from camkit.compat import (
     MODEL_TYPES,
     GradCAM,
     GradCAMpp,
@@ -113,14 +113,14 @@ def test_tutorial_runs_and_builds_the_grid(tutorial) -> None:
 
 @pytest.mark.parametrize("index", range(5), ids=MODEL_TYPES)
 @pytest.mark.parametrize("cls", [GradCAM, GradCAMpp], ids=["gradcam", "gradcam++"])
-def test_tutorial_masks_equal_camlens_maps(tutorial, configs, normed_torch_img, index, cls):
+def test_tutorial_masks_equal_camkit_maps(tutorial, configs, normed_torch_img, index, cls):
     config = configs[index]
     mask = tutorial["masks"][index][cls is GradCAMpp]
     assert mask.shape == (1, 1, SIZE, SIZE)
     assert mask.dtype == torch.float32
     assert not mask.requires_grad
     assert mask.min() == 0 and mask.max() == 1  # in [0, 1], and not a constant map
-    explanation = camlens.explain(
+    explanation = camkit.explain(
         config["arch"], normed_torch_img, methods=(METHODS[cls],), layers=(config["layer_name"],)
     )
     expected = explanation.maps[(explanation.layers[0], METHODS[cls])]
@@ -155,7 +155,7 @@ def test_logit_is_the_model_output(resnet18, normed_torch_img) -> None:
 def test_class_idx_is_honoured(resnet18, normed_torch_img) -> None:
     cam = GradCAM.from_config(model_type="resnet", arch=resnet18, layer_name="layer1_basicblock0")
     top, _ = cam(normed_torch_img)
-    explanation = camlens.explain(
+    explanation = camkit.explain(
         resnet18, normed_torch_img, methods=("gradcam",), layers=("layer1.0",), target=None
     )
     torch.testing.assert_close(
@@ -164,7 +164,7 @@ def test_class_idx_is_honoured(resnet18, normed_torch_img) -> None:
     others = [c for c in range(5) if c != int(explanation.targets[0, 0])]
     differs = False
     for class_idx in others[:3]:
-        explanation = camlens.explain(
+        explanation = camkit.explain(
             resnet18, normed_torch_img, methods=("gradcam",), layers=("layer1.0",), target=class_idx
         )
         expected = explanation.maps[("layer1.0", "gradcam")]
@@ -214,7 +214,7 @@ def test_batch_gives_one_mask_per_image(resnet18, normed_torch_img) -> None:
     # Batches of 2+ run channels-last on the CPU: summation order differs from one image alone.
     torch.testing.assert_close(mask[1:], single, atol=1e-5, rtol=0)
     mask, _ = cam(batch, class_idx=[3, 7])
-    explanation = camlens.explain(resnet18, batch, layers=("layer3",), target=[3, 7])
+    explanation = camkit.explain(resnet18, batch, layers=("layer3",), target=[3, 7])
     assert explanation.targets[:, 0].tolist() == [3, 7]
     torch.testing.assert_close(
         mask[:, 0], explanation.maps[("layer3", "gradcam")], atol=1e-6, rtol=0
@@ -235,7 +235,7 @@ def test_batch_gives_one_mask_per_image(resnet18, normed_torch_img) -> None:
 def test_from_config_errors_are_one_line(resnet18, kwargs, error, words) -> None:
     with pytest.raises(error, match=words) as info:
         GradCAM.from_config(arch=resnet18, **kwargs)
-    assert isinstance(info.value, camlens.CamlensError)
+    assert isinstance(info.value, camkit.CamkitError)
     assert "\n" not in str(info.value)
 
 

@@ -13,8 +13,8 @@ import torch
 from click.testing import CliRunner
 from torchvision import models
 
-import camlens
-from camlens import cli, metrics
+import camkit
+from camkit import cli, metrics
 
 from .conftest import shared_path
 
@@ -35,12 +35,12 @@ def resnet() -> torch.nn.Module:
 
 def test_every_method_matches_the_cpu(resnet: torch.nn.Module) -> None:
     x = torch.rand(2, 3, 96, 96)
-    names = camlens.list_methods()
+    names = camkit.list_methods()
     options = {"max_channels": 16, "target": [1, 2], "progress": False}
-    on_cpu = camlens.explain(resnet, x, methods=names, layers="layer4", **options)
+    on_cpu = camkit.explain(resnet, x, methods=names, layers="layer4", **options)
     gpu_model = resnet.cuda()
     try:
-        on_gpu = camlens.explain(gpu_model, x.cuda(), methods=names, layers="layer4", **options)
+        on_gpu = camkit.explain(gpu_model, x.cuda(), methods=names, layers="layer4", **options)
         for name in names:
             got = on_gpu[name]
             assert got.device.type == "cpu", name  # maps always come back on the CPU
@@ -54,9 +54,9 @@ def test_amp_maps_stay_close_to_float32(resnet: torch.nn.Module) -> None:
     x = torch.rand(2, 3, 128, 128, device="cuda")
     model = resnet.cuda()
     try:
-        exact = camlens.explain(model, x, methods="gradcam", layers="layer4", target=[3, 4])
+        exact = camkit.explain(model, x, methods="gradcam", layers="layer4", target=[3, 4])
         for amp in (True, "fp16"):
-            rounded = camlens.explain(
+            rounded = camkit.explain(
                 model, x, methods="gradcam", layers="layer4", target=[3, 4], amp=amp
             )
             assert rounded["gradcam"].dtype == torch.float32
@@ -70,7 +70,7 @@ def test_metrics_on_cuda_match_the_cpu(resnet: torch.nn.Module) -> None:
     images = torch.rand(2, 3, 64, 64)
     maps = torch.rand(2, 64, 64)
     targets = [5, 6]
-    prep = camlens.Preprocessing()
+    prep = camkit.Preprocessing()
     results = {}
     for device in ("cpu", "cuda"):
         model = resnet.to(device)

@@ -10,7 +10,7 @@ import torch
 import torchvision
 from torch import nn
 
-import camlens
+import camkit
 from tests.conftest import ONE_PASS_METHODS, SmallCNN
 
 # Methods computed from the one shared forward and backward pass (no extra passes of their own).
@@ -66,7 +66,7 @@ def _assert_unchanged(model: nn.Module, before: dict[str, object]) -> None:
 def test_one_forward_pass_for_eight_methods_on_two_layers(small_cnn) -> None:
     counting = CountingModel(small_cnn)
     x = torch.randn(2, 3, 16, 16)
-    explanation = camlens.explain(
+    explanation = camkit.explain(
         counting, x, methods=ALL_METHODS, layers=("inner.stem", "inner.block")
     )
     assert counting.calls == 1
@@ -77,9 +77,9 @@ def test_one_forward_pass_for_eight_methods_on_two_layers(small_cnn) -> None:
 def test_auto_costs_at_most_one_probe_and_is_cached(small_cnn) -> None:
     counting = CountingModel(small_cnn)
     x = torch.randn(1, 3, 16, 16)
-    first = camlens.explain(counting, x, methods=ALL_METHODS)
+    first = camkit.explain(counting, x, methods=ALL_METHODS)
     assert counting.calls == 2  # probe + the explained pass
-    second = camlens.explain(counting, x, methods=ALL_METHODS)
+    second = camkit.explain(counting, x, methods=ALL_METHODS)
     assert counting.calls == 3  # the auto choice is cached per model and input shape
     assert first.layers == second.layers == ["inner.block"]
 
@@ -89,7 +89,7 @@ def test_model_unchanged_after_success_in_train_mode_with_existing_grads(small_c
     small_cnn.fc.weight.grad = torch.ones_like(small_cnn.fc.weight)
     small_cnn.stem[0].weight.requires_grad_(False)
     before = _snapshot(small_cnn)
-    camlens.explain(small_cnn, torch.randn(2, 3, 16, 16), methods=ALL_METHODS, layers=TWO_LAYERS)
+    camkit.explain(small_cnn, torch.randn(2, 3, 16, 16), methods=ALL_METHODS, layers=TWO_LAYERS)
     _assert_unchanged(small_cnn, before)
 
 
@@ -108,11 +108,11 @@ class Exploding(nn.Module):
 
 def test_model_unchanged_and_no_hooks_after_an_exception_in_forward(small_cnn) -> None:
     model = Exploding(small_cnn).train()
-    camlens.explain(model, torch.randn(1, 3, 16, 16))  # caches "auto", hooks gone
+    camkit.explain(model, torch.randn(1, 3, 16, 16))  # caches "auto", hooks gone
     model.explode = True
     before = _snapshot(model)
     with pytest.raises(RuntimeError, match="boom"):
-        camlens.explain(
+        camkit.explain(
             model, torch.randn(1, 3, 16, 16), methods=ALL_METHODS, layers=("inner.stem", "auto")
         )
     _assert_unchanged(model, before)
@@ -125,15 +125,15 @@ def test_exception_in_custom_target_leaves_no_hooks(small_cnn) -> None:
         raise ValueError("bad target")
 
     with pytest.raises(ValueError, match="bad target"):
-        camlens.explain(small_cnn, torch.randn(1, 3, 16, 16), target=bad_target, layers="block")
+        camkit.explain(small_cnn, torch.randn(1, 3, 16, 16), target=bad_target, layers="block")
     _assert_unchanged(small_cnn, before)
 
 
 def test_works_inside_no_grad_and_gives_the_same_maps(small_cnn) -> None:
     x = torch.randn(2, 3, 16, 16)
-    outside = camlens.explain(small_cnn, x, methods=ALL_METHODS, layers="block")
+    outside = camkit.explain(small_cnn, x, methods=ALL_METHODS, layers="block")
     with torch.no_grad():
-        inside = camlens.explain(small_cnn, x, methods=ALL_METHODS, layers="block")
+        inside = camkit.explain(small_cnn, x, methods=ALL_METHODS, layers="block")
     for key, value in outside.maps.items():
         torch.testing.assert_close(inside.maps[key], value)
         assert value.max() > 0
@@ -156,7 +156,7 @@ def test_in_place_relu_after_the_layer_gives_the_correct_map() -> None:
     assert model.features[11].inplace  # the ReLU right after features.10 works in place
     x = torch.randn(1, 3, 96, 96)
     target = 7
-    explanation = camlens.explain(model, x, layers="features.10", target=target)
+    explanation = camkit.explain(model, x, layers="features.10", target=target)
     expected = _reference_gradcam(model, x, 11, target)
     torch.testing.assert_close(
         explanation.raw[("features.10", "gradcam")], expected, rtol=1e-4, atol=1e-5
@@ -167,10 +167,10 @@ def test_in_place_relu_after_the_layer_gives_the_correct_map() -> None:
 def test_batch_with_per_image_targets_equals_one_by_one(small_cnn) -> None:
     x = torch.randn(3, 3, 16, 16)
     targets = [4, 0, 2]
-    batch = camlens.explain(small_cnn, x, methods=ALL_METHODS, layers=TWO_LAYERS, target=targets)
+    batch = camkit.explain(small_cnn, x, methods=ALL_METHODS, layers=TWO_LAYERS, target=targets)
     assert batch.targets.tolist() == [[4], [0], [2]]
     for i, t in enumerate(targets):
-        alone = camlens.explain(
+        alone = camkit.explain(
             small_cnn, x[i : i + 1], methods=ALL_METHODS, layers=TWO_LAYERS, target=t
         )
         for key, value in alone.maps.items():
@@ -180,12 +180,12 @@ def test_batch_with_per_image_targets_equals_one_by_one(small_cnn) -> None:
 def test_top_k_equals_explaining_each_class_with_one_forward(small_cnn) -> None:
     counting = CountingModel(small_cnn)
     x = torch.randn(2, 3, 16, 16)
-    top = camlens.explain(counting, x, methods=ALL_METHODS, layers="inner.block", top_k=3)
+    top = camkit.explain(counting, x, methods=ALL_METHODS, layers="inner.block", top_k=3)
     assert counting.calls == 1
     ranked = small_cnn(x).topk(3, dim=1).indices
     assert torch.equal(top.targets, ranked)
     for rank in range(3):
-        single = camlens.explain(
+        single = camkit.explain(
             small_cnn, x, methods=ALL_METHODS, layers="block", target=ranked[:, rank].tolist()
         )
         for method in ALL_METHODS:
@@ -196,36 +196,36 @@ def test_top_k_equals_explaining_each_class_with_one_forward(small_cnn) -> None:
 
 def test_target_by_name_with_suggestion(lite0) -> None:
     x = torch.zeros(1, 3, 64, 64)
-    explanation = camlens.explain(lite0, x, target="Tiger Cat")
+    explanation = camkit.explain(lite0, x, target="Tiger Cat")
     assert explanation.targets.tolist() == [[282]]
     assert explanation.labels == [["tiger cat"]]
     with pytest.raises(ValueError, match="did you mean 'tiger cat'"):
-        camlens.explain(lite0, x, target="tigre cat")
+        camkit.explain(lite0, x, target="tigre cat")
     # ImageNet has a dog "Cardigan" and a sweater "cardigan": exact spelling decides.
-    assert camlens.explain(lite0, x, target="cardigan").targets.tolist() == [[474]]
-    assert camlens.explain(lite0, x, target="Cardigan").targets.tolist() == [[264]]
+    assert camkit.explain(lite0, x, target="cardigan").targets.tolist() == [[474]]
+    assert camkit.explain(lite0, x, target="Cardigan").targets.tolist() == [[264]]
     with pytest.raises(ValueError, match="matches several classes"):
-        camlens.explain(lite0, x, target="CARDIGAN")
+        camkit.explain(lite0, x, target="CARDIGAN")
 
 
 def test_target_errors(small_cnn) -> None:
     x = torch.randn(2, 3, 16, 16)
     with pytest.raises(ValueError, match="out of range"):
-        camlens.explain(small_cnn, x, target=5)
+        camkit.explain(small_cnn, x, target=5)
     with pytest.raises(ValueError, match="3 classes for 2 images"):
-        camlens.explain(small_cnn, x, target=[1, 2, 3])
+        camkit.explain(small_cnn, x, target=[1, 2, 3])
     with pytest.raises(ValueError, match="class names are unknown"):
-        camlens.explain(small_cnn, x, target="cat")
+        camkit.explain(small_cnn, x, target="cat")
     with pytest.raises(TypeError, match="not supported"):
-        camlens.explain(small_cnn, x, target=1.5)
+        camkit.explain(small_cnn, x, target=1.5)
 
 
 def test_callable_target_explains_a_custom_score(small_cnn) -> None:
     x = torch.randn(2, 3, 16, 16)
-    custom = camlens.explain(small_cnn, x, layers="block", target=lambda out: out[:, 1] - out[:, 2])
+    custom = camkit.explain(small_cnn, x, layers="block", target=lambda out: out[:, 1] - out[:, 2])
     assert custom.targets is None
     # Grad-CAM is linear in the gradient before the ReLU: compare with the raw weighted sums.
-    one = camlens.explain(small_cnn, x, layers="block", target=1, methods="hirescam")
+    one = camkit.explain(small_cnn, x, layers="block", target=1, methods="hirescam")
     assert custom.maps[("block", "gradcam")].shape == (2, 16, 16)
     assert not torch.equal(custom.maps[("block", "gradcam")], one.maps[("block", "hirescam")])
 
@@ -257,8 +257,8 @@ class ModelOutputLike(OrderedDict):
 @pytest.mark.parametrize("kind", ["tuple", "dict", "model-output"])
 def test_model_output_types(small_cnn, kind) -> None:
     x = torch.randn(2, 3, 16, 16)
-    expected = camlens.explain(small_cnn, x, layers="block")
-    got = camlens.explain(TupleOutput(small_cnn, kind), x, layers="inner.block")
+    expected = camkit.explain(small_cnn, x, layers="block")
+    got = camkit.explain(TupleOutput(small_cnn, kind), x, layers="inner.block")
     torch.testing.assert_close(
         got.maps[("inner.block", "gradcam")], expected.maps[("block", "gradcam")]
     )
@@ -269,10 +269,10 @@ def test_frozen_model_still_explains(small_cnn) -> None:
     for parameter in small_cnn.parameters():
         parameter.requires_grad_(False)
     x = torch.randn(1, 3, 16, 16)
-    frozen = camlens.explain(small_cnn, x, methods=ALL_METHODS, layers=TWO_LAYERS)
+    frozen = camkit.explain(small_cnn, x, methods=ALL_METHODS, layers=TWO_LAYERS)
     for parameter in small_cnn.parameters():
         parameter.requires_grad_(True)
-    free = camlens.explain(small_cnn, x, methods=ALL_METHODS, layers=TWO_LAYERS)
+    free = camkit.explain(small_cnn, x, methods=ALL_METHODS, layers=TWO_LAYERS)
     for key, value in free.maps.items():
         torch.testing.assert_close(frozen.maps[key], value)
     assert all(not p.requires_grad for p in []) and all(
@@ -302,7 +302,7 @@ def test_shared_module_is_explained_at_its_last_call() -> None:
     torch.manual_seed(0)
     model = SharedActivation().eval()
     x = torch.randn(1, 3, 8, 8)
-    explanation = camlens.explain(model, x, layers="auto", methods="eigencam")
+    explanation = camkit.explain(model, x, layers="auto", methods="eigencam")
     assert explanation.layers == ["act"]
     # The head call's 4x4 map, not the stem's 8x8.
     assert explanation.raw[("act", "eigencam")].shape == (1, 4, 4)
@@ -310,26 +310,26 @@ def test_shared_module_is_explained_at_its_last_call() -> None:
 
 def test_device_mismatch_is_a_clear_error(small_cnn) -> None:
     with pytest.raises(ValueError, match="not a device"):
-        camlens.explain(small_cnn, torch.randn(1, 3, 8, 8), device="gpu0")
+        camkit.explain(small_cnn, torch.randn(1, 3, 8, 8), device="gpu0")
 
 
 def test_non_spatial_layer_is_a_clear_error(small_cnn) -> None:
     with pytest.raises(ValueError, match=r"layer 'fc' output has shape \(1, 5\)"):
-        camlens.explain(small_cnn, torch.randn(1, 3, 8, 8), layers="fc")
+        camkit.explain(small_cnn, torch.randn(1, 3, 8, 8), layers="fc")
 
 
 def test_a_model_copy_is_not_needed(small_cnn) -> None:
     twin = copy.deepcopy(small_cnn)
     x = torch.randn(1, 3, 16, 16)
-    camlens.explain(small_cnn, x, methods=ALL_METHODS, layers=TWO_LAYERS)
+    camkit.explain(small_cnn, x, methods=ALL_METHODS, layers=TWO_LAYERS)
     torch.testing.assert_close(small_cnn(x), twin(x))
 
 
 def test_explanation_indexing(small_cnn) -> None:
     x = torch.randn(1, 3, 16, 16)
-    one = camlens.explain(small_cnn, x, methods=["gradcam", "layercam"], layers="block")
+    one = camkit.explain(small_cnn, x, methods=["gradcam", "layercam"], layers="block")
     assert torch.equal(one["gradcam"], one.maps[("block", "gradcam")])
-    two = camlens.explain(small_cnn, x, layers=TWO_LAYERS)
+    two = camkit.explain(small_cnn, x, layers=TWO_LAYERS)
     with pytest.raises(KeyError, match="several layers"):
         two["gradcam"]
     assert torch.equal(two[("stem", "gradcam")], two.maps[("stem", "gradcam")])
@@ -351,13 +351,13 @@ def test_argument_errors_name_the_argument(small_cnn, kwargs, error, match) -> N
     arguments = {"model": small_cnn, "inputs": torch.randn(1, 3, 8, 8), **kwargs}
     before = _snapshot(small_cnn)
     with pytest.raises(error, match=match):
-        camlens.explain(**arguments)
+        camkit.explain(**arguments)
     _assert_unchanged(small_cnn, before)
 
 
 def test_top_k_falls_back_to_a_loop_when_batched_gradients_fail(small_cnn, monkeypatch) -> None:
     x = torch.randn(2, 3, 16, 16)
-    batched = camlens.explain(small_cnn, x, methods=ALL_METHODS, layers=TWO_LAYERS, top_k=3)
+    batched = camkit.explain(small_cnn, x, methods=ALL_METHODS, layers=TWO_LAYERS, top_k=3)
     real_grad = torch.autograd.grad
 
     def no_batching(*args, **kwargs):
@@ -366,7 +366,7 @@ def test_top_k_falls_back_to_a_loop_when_batched_gradients_fail(small_cnn, monke
         return real_grad(*args, **kwargs)
 
     monkeypatch.setattr(torch.autograd, "grad", no_batching)
-    looped = camlens.explain(small_cnn, x, methods=ALL_METHODS, layers=TWO_LAYERS, top_k=3)
+    looped = camkit.explain(small_cnn, x, methods=ALL_METHODS, layers=TWO_LAYERS, top_k=3)
     for key, value in batched.maps.items():
         torch.testing.assert_close(looped.maps[key], value, rtol=1e-4, atol=1e-5)
 
@@ -385,7 +385,7 @@ def test_no_autograd_graph_before_the_layer_and_the_same_gradients() -> None:
         for name in watched
     ]
     try:
-        exp = camlens.explain(model, x, methods="gradcam", layers=["layer4", "layer3"], top_k=2)
+        exp = camkit.explain(model, x, methods="gradcam", layers=["layer4", "layer3"], top_k=2)
     finally:
         for handle in handles:
             handle.remove()
@@ -417,7 +417,7 @@ def test_no_autograd_graph_before_the_layer_and_the_same_gradients() -> None:
             assert expected.amax() > 0
     assert torch.equal(exp.targets, classes)
     with torch.no_grad():
-        camlens.explain(model, x, methods="gradcam", layers="layer4")
+        camkit.explain(model, x, methods="gradcam", layers="layer4")
         assert not torch.is_grad_enabled()  # the caller's no_grad() holds after the call
     assert torch.is_grad_enabled()
 
@@ -445,8 +445,8 @@ def test_shared_module_records_autograd_only_from_its_last_call() -> None:
         lambda _m, _i, _o: head_grad_mode.append(torch.is_grad_enabled())
     )
     try:
-        first = camlens.explain(model, x, layers="act", target=1)
-        second = camlens.explain(model, x, layers="act", target=1)
+        first = camkit.explain(model, x, layers="act", target=1)
+        second = camkit.explain(model, x, layers="act", target=1)
     finally:
         handle.remove()
     # First call: the number of calls is unknown, so autograd starts at the stem's call; the
@@ -464,10 +464,10 @@ def test_a_layer_that_runs_fewer_times_than_last_call_is_run_again() -> None:
     x = torch.randn(1, 3, 8, 8)
     calls = CountingModel(model)
     model.repeats = 3  # act runs 4 times
-    camlens.explain(calls, x, layers="inner.act", target=2)
+    camkit.explain(calls, x, layers="inner.act", target=2)
     model.repeats = 1  # now twice: autograd planned from call 4 would never come on
     calls.calls = 0
-    explanation = camlens.explain(calls, x, layers="inner.act", target=2)
+    explanation = camkit.explain(calls, x, layers="inner.act", target=2)
     assert calls.calls == 2  # the planned forward, then one with autograd from the first call
     expected = _reference_last_call_gradcam(model, x, 2)
     torch.testing.assert_close(explanation.raw[("inner.act", "gradcam")], expected)

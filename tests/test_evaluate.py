@@ -1,4 +1,4 @@
-"""`camlens evaluate` and the folder evaluation behind it."""
+"""`camkit evaluate` and the folder evaluation behind it."""
 
 from __future__ import annotations
 
@@ -10,21 +10,21 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-import camlens
-from camlens import metrics
-from camlens._evaluate import (
+import camkit
+from camkit import metrics
+from camkit._evaluate import (
     LabelledImage,
     evaluate_folder,
     find_images,
     hash_seed,
     write_summary,
 )
-from camlens._models import imagenet_categories
-from camlens.cli import main
+from camkit._models import imagenet_categories
+from camkit.cli import main
 
 from .conftest import SmallCNN, shared_path
 
-TINY = camlens.Preprocessing(resize_size=16, crop_size=16)
+TINY = camkit.Preprocessing(resize_size=16, crop_size=16)
 
 
 def write_image(path: Path, seed: int, size: int = 16) -> Path:
@@ -41,8 +41,8 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 @pytest.fixture
-def tiny_model(small_cnn: SmallCNN) -> camlens.LoadedModel:
-    return camlens.LoadedModel(small_cnn, TINY, [f"class {i}" for i in range(5)], "small-cnn")
+def tiny_model(small_cnn: SmallCNN) -> camkit.LoadedModel:
+    return camkit.LoadedModel(small_cnn, TINY, [f"class {i}" for i in range(5)], "small-cnn")
 
 
 # ------------------------------------------------------------------------------------------
@@ -89,7 +89,7 @@ def test_shared_sample_labels_agree_with_its_wnids() -> None:
 
 
 def test_evaluate_folder_rows_are_the_metrics_of_each_map(
-    tmp_path: Path, tiny_model: camlens.LoadedModel
+    tmp_path: Path, tiny_model: camkit.LoadedModel
 ) -> None:
     paths = [write_image(tmp_path / "images" / f"img{i}.png", i) for i in range(3)]
     items = [LabelledImage(paths[0], 3, "labels.csv")] + [
@@ -117,7 +117,7 @@ def test_evaluate_folder_rows_are_the_metrics_of_each_map(
         ("img2.png", "random"),
     ]
     # Recompute image 1's rows with the public functions directly.
-    exp = camlens.explain(tiny_model, [str(paths[1])], methods="gradcam", layers="block")
+    exp = camkit.explain(tiny_model, [str(paths[1])], methods="gradcam", layers="block")
     predicted = int(exp.targets[0, 0])
     for method, heat in (
         ("gradcam", exp["gradcam"]),
@@ -142,7 +142,7 @@ def test_evaluate_folder_rows_are_the_metrics_of_each_map(
 
 
 def test_max_channels_limits_only_per_channel_methods_and_names_their_rows(
-    tmp_path: Path, tiny_model: camlens.LoadedModel
+    tmp_path: Path, tiny_model: camkit.LoadedModel
 ) -> None:
     path = write_image(tmp_path / "img0.png", 0)
     out = tmp_path / "out"
@@ -153,17 +153,17 @@ def test_max_channels_limits_only_per_channel_methods_and_names_their_rows(
     rows = {r["method"]: r for r in read_csv(out / "per_image.csv")}
     assert set(rows) == {"scorecam (max_channels=3)", "gradcam"}
     # The scorecam row scores the 3-channel approximation, not exact Score-CAM.
-    limited = camlens.explain(
+    limited = camkit.explain(
         tiny_model, str(path), methods="scorecam", layers="block", target=2, max_channels=3
     )
-    exact = camlens.explain(tiny_model, str(path), methods="scorecam", layers="block", target=2)
+    exact = camkit.explain(tiny_model, str(path), methods="scorecam", layers="block", target=2)
     assert not torch.allclose(limited["scorecam"], exact["scorecam"], atol=1e-3)
     deletion = metrics.deletion(tiny_model, limited.images, limited["scorecam"], 2)
     row = rows["scorecam (max_channels=3)"]
     assert float(row["deletion_auc"]) == pytest.approx(float(deletion.auc[0]), abs=1e-5)
 
 
-def test_resume_skips_finished_rows(tmp_path: Path, tiny_model: camlens.LoadedModel) -> None:
+def test_resume_skips_finished_rows(tmp_path: Path, tiny_model: camkit.LoadedModel) -> None:
     paths = [write_image(tmp_path / f"img{i}.png", i) for i in range(2)]
     items = [LabelledImage(p, None, "prediction") for p in paths]
     out = tmp_path / "out"
@@ -177,7 +177,7 @@ def test_resume_skips_finished_rows(tmp_path: Path, tiny_model: camlens.LoadedMo
 
 
 def test_resume_does_not_explain_finished_images_again(
-    tmp_path: Path, tiny_model: camlens.LoadedModel, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tiny_model: camkit.LoadedModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     paths = [write_image(tmp_path / f"img{i}.png", i) for i in range(3)]
     items = [LabelledImage(p, None, "prediction") for p in paths]
@@ -186,13 +186,13 @@ def test_resume_does_not_explain_finished_images_again(
     options = {"road_percentages": (), "images_per_batch": 1}
     evaluate_folder(tiny_model, items[:2], ["gradcam"], ["auto"], out, **options)
     explained: list[int] = []
-    original = camlens._evaluate.explain
+    original = camkit._evaluate.explain
 
     def counting(model: object, x: torch.Tensor, **kwargs: object) -> object:
         explained.append(int(x.shape[0]))
         return original(model, x, **kwargs)
 
-    monkeypatch.setattr(camlens._evaluate, "explain", counting)
+    monkeypatch.setattr(camkit._evaluate, "explain", counting)
     evaluate_folder(tiny_model, items, ["gradcam"], ["auto"], out, resume=True, **options)
     assert explained == [1]  # the third image only
     rows = read_csv(out / "per_image.csv")

@@ -10,15 +10,15 @@ import pytest
 import torch
 from PIL import Image
 
-import camlens
+import camkit
 
 
 @pytest.fixture
-def explanation(small_cnn) -> camlens.Explanation:
+def explanation(small_cnn) -> camkit.Explanation:
     torch.manual_seed(3)
     pixels = torch.rand(2, 3, 32, 32)
-    x = camlens.Preprocessing().normalize(pixels)
-    return camlens.explain(small_cnn, x, methods=["gradcam", "layercam"], layers="block", top_k=2)
+    x = camkit.Preprocessing().normalize(pixels)
+    return camkit.explain(small_cnn, x, methods=["gradcam", "layercam"], layers="block", top_k=2)
 
 
 def test_overlay_blends_the_map_over_the_picture(explanation) -> None:

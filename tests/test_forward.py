@@ -1,4 +1,4 @@
-"""Memory layout and mixed precision of camlens's forward passes (``channels_last=``, ``amp=``)."""
+"""Memory layout and mixed precision of camkit's forward passes (``channels_last=``, ``amp=``)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-import camlens
-from camlens._forward import ForwardOptions, amp_dtype, forward_options
+import camkit
+from camkit._forward import ForwardOptions, amp_dtype, forward_options
 
 
 class FlattensByView(nn.Module):
@@ -26,7 +26,7 @@ class FlattensByView(nn.Module):
 
 def _maps(model: nn.Module, x: torch.Tensor, method: str, **options: object) -> torch.Tensor:
     layer = "block" if hasattr(model, "block") else "features"
-    explanation = camlens.explain(
+    explanation = camkit.explain(
         model, x, methods=method, layers=layer, target=1, progress=False, **options
     )
     return explanation.maps[(layer, method)]
@@ -150,7 +150,7 @@ def test_amp_choices() -> None:
 )
 def test_bad_options(small_cnn: nn.Module, options: dict, error: type, message: str) -> None:
     with pytest.raises(error, match=message):
-        camlens.explain(small_cnn, torch.randn(1, 3, 16, 16), **options)
+        camkit.explain(small_cnn, torch.randn(1, 3, 16, 16), **options)
 
 
 def test_gradient_free_call_builds_no_graph_and_reads_values_before_inplace_relu() -> None:
@@ -166,15 +166,15 @@ def test_gradient_free_call_builds_no_graph_and_reads_values_before_inplace_relu
     tracked: list[bool] = []
     handle = model[4].register_forward_hook(lambda _m, _i, out: tracked.append(out.requires_grad))
     try:
-        explanation = camlens.explain(model, x, methods="eigencam", layers="0")
+        explanation = camkit.explain(model, x, methods="eigencam", layers="0")
     finally:
         handle.remove()
     assert tracked == [False]  # Eigen-CAM needs no gradient: no autograd graph was recorded
-    eigencam = camlens._registry.get_method("eigencam").function
+    eigencam = camkit._registry.get_method("eigencam").function
     with torch.no_grad():
         before_relu = model[0](x)
-    expected = eigencam(camlens._registry.LayerTensors(before_relu, None))
-    after_relu = eigencam(camlens._registry.LayerTensors(before_relu.clamp_min(0), None))
+    expected = eigencam(camkit._registry.LayerTensors(before_relu, None))
+    after_relu = eigencam(camkit._registry.LayerTensors(before_relu.clamp_min(0), None))
     raw = explanation.raw[("0", "eigencam")]
     torch.testing.assert_close(raw, expected, atol=1e-5, rtol=1e-4)
     assert not torch.allclose(raw, after_relu, atol=1e-3)

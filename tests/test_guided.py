@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-import camlens
-from camlens._guided import guided_mode
-from camlens._visualize import guided_image
+import camkit
+from camkit._guided import guided_mode
+from camkit.overlay import guided_image
 from tests.conftest import shared_path
 
 SIZE = 8  # input side: the layer 'conv2' output is (N, 5, 8, 8), unambiguous
@@ -114,7 +114,7 @@ def test_guided_backprop_is_the_masked_chain_rule(form: str, tiny_input: torch.T
     model = TinyReLUNet(form).eval()
     high = 6.0 if form in RELU6_FORMS else None
     for target in (0, 2):
-        exp = camlens.explain(model, tiny_input, "guided-backprop", layers="conv2", target=target)
+        exp = camkit.explain(model, tiny_input, "guided-backprop", layers="conv2", target=target)
         got = exp.guided[("conv2", "guided-backprop")]
         expected = _hand_guided(model, tiny_input, target, high)
         assert got.shape == (2, 3, SIZE, SIZE)
@@ -135,18 +135,18 @@ def test_relu6_rule_clips_at_six(tiny_input: torch.Tensor) -> None:
     model = TinyReLUNet("relu6-module").eval()
     with torch.no_grad():
         assert (model.conv1(tiny_input) > 6).any()
-    exp = camlens.explain(model, tiny_input, "guided-backprop", layers="conv2", target=0)
+    exp = camkit.explain(model, tiny_input, "guided-backprop", layers="conv2", target=0)
     got = exp.guided[("conv2", "guided-backprop")]
     assert not torch.allclose(got, _hand_guided(model, tiny_input, 0, None))
 
 
 def test_guided_gradcam_is_the_product(tiny_input: torch.Tensor) -> None:
     model = TinyReLUNet("module-inplace").eval()
-    exp = camlens.explain(
+    exp = camkit.explain(
         model, tiny_input, ["guided-gradcam", "guided-backprop"], layers="conv1", target=1
     )
     assert exp.methods == ["guided-gradcam", "guided-backprop"]  # gradcam used, not returned
-    gradcam = camlens.explain(model, tiny_input, "gradcam", layers="conv1", target=1)
+    gradcam = camkit.explain(model, tiny_input, "gradcam", layers="conv1", target=1)
     up = F.interpolate(
         gradcam.raw[("conv1", "gradcam")][:, None], size=(SIZE, SIZE), mode="bilinear"
     )
@@ -158,12 +158,12 @@ def test_guided_gradcam_is_the_product(tiny_input: torch.Tensor) -> None:
 def test_top_k_and_batch_equal_one_by_one(tiny_input: torch.Tensor) -> None:
     model = TinyReLUNet("F.relu").eval()
     methods = ["gradcam", "guided-backprop", "guided-gradcam"]
-    exp = camlens.explain(model, tiny_input, methods, layers="conv2", top_k=2)
+    exp = camkit.explain(model, tiny_input, methods, layers="conv2", top_k=2)
     assert exp.guided[("conv2", "guided-gradcam")].shape == (2, 2, 3, SIZE, SIZE)
     for i in range(2):
         for rank in range(2):
             cls = int(exp.targets[i, rank])
-            one = camlens.explain(model, tiny_input[i : i + 1], methods, layers="conv2", target=cls)
+            one = camkit.explain(model, tiny_input[i : i + 1], methods, layers="conv2", target=cls)
             for method in methods[1:]:
                 torch.testing.assert_close(
                     exp.guided[("conv2", method)][i, rank], one.guided[("conv2", method)][0]
@@ -207,7 +207,7 @@ def test_model_unchanged_after_success_and_after_an_error(
     small_cnn.train()  # explain must restore training mode
     before = _snapshot(small_cnn)
     x = torch.randn(1, 3, 12, 12)
-    camlens.explain(small_cnn, x, ["guided-gradcam", "guided-backprop"], layers="block")
+    camkit.explain(small_cnn, x, ["guided-gradcam", "guided-backprop"], layers="block")
     _assert_unchanged(small_cnn, before)
     assert _relu_is_plain()
 
@@ -220,7 +220,7 @@ def test_model_unchanged_after_success_and_after_an_error(
         return output[:, 0]
 
     with pytest.raises(ValueError, match="boom"):
-        camlens.explain(small_cnn, x, "guided-backprop", layers="block", target=target)
+        camkit.explain(small_cnn, x, "guided-backprop", layers="block", target=target)
     assert len(calls) == 2
     _assert_unchanged(small_cnn, before)
     assert _relu_is_plain()
@@ -238,7 +238,7 @@ def test_other_activations_keep_their_gradient() -> None:
     ).eval()
     x = torch.randn(1, 3, 6, 6)
     with pytest.warns(UserWarning, match="no ReLU"):
-        exp = camlens.explain(model, x, "guided-backprop", layers="0", target=1)
+        exp = camkit.explain(model, x, "guided-backprop", layers="0", target=1)
     inputs = x.clone().requires_grad_(True)
     (plain,) = torch.autograd.grad(model(inputs)[0, 1], inputs)
     torch.testing.assert_close(exp.guided[("0", "guided-backprop")], plain)
@@ -269,7 +269,7 @@ def test_guided_image_drawing_by_hand() -> None:
 
 def test_pictures_draw_the_gradient_image(tiny_input: torch.Tensor) -> None:
     model = TinyReLUNet("module").eval()
-    exp = camlens.explain(model, tiny_input, ["gradcam", "guided-gradcam"], layers="conv2")
+    exp = camkit.explain(model, tiny_input, ["gradcam", "guided-gradcam"], layers="conv2")
     picture = exp.overlay("guided-gradcam", index=1)
     expected = guided_image(exp.guided[("conv2", "guided-gradcam")][1])
     assert np.array_equal(np.asarray(picture), np.asarray(expected))
@@ -282,10 +282,10 @@ def test_pictures_draw_the_gradient_image(tiny_input: torch.Tensor) -> None:
     assert np.array_equal(
         np.asarray(drawn), np.asarray(guided_image(exp.guided[("conv2", "guided-gradcam")][0]))
     )
-    assert isinstance(camlens.grid([exp, exp]).axes[0], object)
+    assert isinstance(camkit.grid([exp, exp]).axes[0], object)
 
 
-def test_lite0_guided_gradcam_lands_on_each_animal(lite0: camlens.LoadedModel) -> None:
+def test_lite0_guided_gradcam_lands_on_each_animal(lite0: camkit.LoadedModel) -> None:
     image = shared_path("images", "both.png")
     boxes = json.loads(shared_path("images", "both.json").read_text())["boxes_xyxy"]
     # The 224x224 picture as the model's input, without the resize and crop, so the boxes hold.
@@ -293,7 +293,7 @@ def test_lite0_guided_gradcam_lands_on_each_animal(lite0: camlens.LoadedModel) -
     picture = lite0.preprocessing.normalize(pixels.permute(2, 0, 1)[None] / 255.0)
     for name in ("bull mastiff", "tiger cat"):
         entry = boxes[name]
-        exp = camlens.explain(lite0, picture, "guided-gradcam", target=entry["class_index"])
+        exp = camkit.explain(lite0, picture, "guided-gradcam", target=entry["class_index"])
         energy = exp.raw[(exp.layers[0], "guided-gradcam")][0]
         assert torch.isfinite(exp.guided[(exp.layers[0], "guided-gradcam")]).all()
         x0, y0, x1, y1 = entry["box"]

@@ -17,12 +17,12 @@ import torch
 from click.testing import CliRunner, Result
 from torch import nn
 
-import camlens
-import camlens._visualize
-from camlens import cli
-from camlens._errors import LayerNotFoundError
-from camlens._inputs import Preprocessing
-from camlens._locks import model_lock
+import camkit
+import camkit.overlay
+from camkit import cli
+from camkit._errors import LayerNotFoundError
+from camkit._inputs import Preprocessing
+from camkit._locks import model_lock
 from tests.conftest import ONE_PASS_METHODS, SmallCNN
 from tests.test_cli import SAMPLE, assert_drawn, assert_one_line_error, reuse_loaded_models  # noqa: F401
 
@@ -201,12 +201,12 @@ def test_model_state_is_unchanged_however_the_call_ends(
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad() if grad_mode == "no_grad" else nullcontext():
         if error is None:
-            explanation = camlens.explain(model, x, **kwargs)  # type: ignore[arg-type]
+            explanation = camkit.explain(model, x, **kwargs)  # type: ignore[arg-type]
             for value in explanation.maps.values():
                 assert torch.isfinite(value).all() and value.max() == 1
         else:
             with pytest.raises(error, match=message):
-                camlens.explain(model, x, **kwargs)  # type: ignore[arg-type]
+                camkit.explain(model, x, **kwargs)  # type: ignore[arg-type]
         assert torch.is_grad_enabled() == (grad_mode == "grad")  # the caller's mode is kept
     model.fail = False
     _assert_same_state(model, before)
@@ -259,8 +259,8 @@ def test_two_threads_on_one_model_get_the_sequential_maps() -> None:
     model = Watched(pause=lambda: time.sleep(0.005))
     images = _images(8)
 
-    def explain(i: int) -> camlens.Explanation:
-        return camlens.explain(
+    def explain(i: int) -> camkit.Explanation:
+        return camkit.explain(
             model, images[i], methods=THREAD_METHODS, layers=("inner.stem", "inner.block"),
             target=i % 5,
         )  # fmt: skip
@@ -269,7 +269,7 @@ def test_two_threads_on_one_model_get_the_sequential_maps() -> None:
     model.train()  # the flags each call switches and restores are shared between the threads
     with ThreadPoolExecutor(max_workers=2) as pool:
         threaded = list(pool.map(explain, range(len(images))))
-    assert model.most == 1  # camlens ran the two threads' calls one after the other
+    assert model.most == 1  # camkit ran the two threads' calls one after the other
     assert all(module.training for module in model.modules())
     assert not any(module._forward_hooks for module in model.modules())
     for alone, together in zip(sequential, threaded, strict=True):
@@ -292,20 +292,20 @@ def test_without_the_lock_one_call_reads_the_others_activations(
 
     model = Watched(pause=pause)
     images = _images(2)
-    expected = camlens.explain(model, images[0], layers="inner.block")
-    monkeypatch.setattr("camlens._engine.serialised", lambda _model: nullcontext())
+    expected = camkit.explain(model, images[0], layers="inner.block")
+    monkeypatch.setattr("camkit._engine.serialised", lambda _model: nullcontext())
     outcome: dict[str, object] = {}
 
     def first() -> None:
         try:
-            outcome["first"] = camlens.explain(model, images[0], layers="inner.block")
+            outcome["first"] = camkit.explain(model, images[0], layers="inner.block")
         except Exception as error:  # the leak shows up as an error or as a wrong map
             outcome["first"] = error
 
     def second() -> None:
         first_paused.wait(timeout=10)
         try:
-            camlens.explain(model, images[1], layers="inner.block")
+            camkit.explain(model, images[1], layers="inner.block")
         finally:
             second_done.set()
 
@@ -329,7 +329,7 @@ def test_different_model_objects_run_in_parallel() -> None:
     images = _images(2)
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = [
-            pool.submit(camlens.explain, model, image, layers="inner.block")
+            pool.submit(camkit.explain, model, image, layers="inner.block")
             for model, image in zip(models, images, strict=True)
         ]
         results = [future.result() for future in futures]
@@ -355,9 +355,9 @@ def test_same_input_gives_bit_identical_maps_on_cpu(case: str) -> None:
     generator = torch.Generator().manual_seed(11)
     x, other = torch.randn(2, 3, 32, 32, generator=generator), torch.randn(2, 3, 32, 32)
     kwargs = {"layers": ("stem", "block"), **DETERMINISM_CASES[case]}
-    first = camlens.explain(model, x, **kwargs)  # type: ignore[arg-type]
-    camlens.explain(model, other, **kwargs)  # type: ignore[arg-type]  # nothing carries over
-    second = camlens.explain(model, x, **kwargs)  # type: ignore[arg-type]
+    first = camkit.explain(model, x, **kwargs)  # type: ignore[arg-type]
+    camkit.explain(model, other, **kwargs)  # type: ignore[arg-type]  # nothing carries over
+    second = camkit.explain(model, x, **kwargs)  # type: ignore[arg-type]
     assert first.maps.keys() == second.maps.keys()
     for key, value in first.maps.items():
         assert torch.equal(second.maps[key], value), key
@@ -374,10 +374,10 @@ def test_same_input_gives_bit_identical_maps_on_cpu(case: str) -> None:
 @pytest.fixture
 def small_model(monkeypatch: pytest.MonkeyPatch) -> None:
     """The CLI loads a small CNN at 64x64: the file handling, not the model, is under test."""
-    loaded = camlens.LoadedModel(
+    loaded = camkit.LoadedModel(
         _small_cnn().eval(), Preprocessing(64, 64), ["cat", "dog", "car", "tree", "cup"], "small"
     )
-    monkeypatch.setattr(camlens, "load_model", lambda *_args, **_kwargs: loaded)
+    monkeypatch.setattr(camkit, "load_model", lambda *_args, **_kwargs: loaded)
 
 
 def _run(*args: str | Path) -> Result:
@@ -385,7 +385,7 @@ def _run(*args: str | Path) -> Result:
 
 
 def test_existing_output_is_kept_unless_overwrite(tmp_path: Path, small_model: None) -> None:
-    written = tmp_path / "chelsea-camlens.png"
+    written = tmp_path / "chelsea-camkit.png"
     written.write_bytes(b"an earlier result")
     result = _run("explain", SAMPLE, "--out", tmp_path)
     assert_one_line_error(result, "already exists; pass --overwrite")
@@ -393,13 +393,13 @@ def test_existing_output_is_kept_unless_overwrite(tmp_path: Path, small_model: N
     result = _run("explain", SAMPLE, "--out", tmp_path, "--overwrite")
     assert result.exit_code == 0, result.output
     assert_drawn(written)
-    assert [path.name for path in tmp_path.iterdir()] == ["chelsea-camlens.png"]  # no leftovers
+    assert [path.name for path in tmp_path.iterdir()] == ["chelsea-camkit.png"]  # no leftovers
 
 
 def test_inputs_are_never_written_over_even_with_overwrite(
     tmp_path: Path, small_model: None
 ) -> None:
-    image = tmp_path / "chelsea-camlens.png"  # an input named like the output of another input
+    image = tmp_path / "chelsea-camkit.png"  # an input named like the output of another input
     shutil.copy(SAMPLE, image)
     other = tmp_path / "chelsea.png"
     shutil.copy(SAMPLE, other)
@@ -407,7 +407,7 @@ def test_inputs_are_never_written_over_even_with_overwrite(
     result = _run("explain", other, image, "--out", tmp_path, "--overwrite")
     assert result.exit_code == 0, result.output
     assert image.read_bytes() == before
-    assert_drawn(tmp_path / "chelsea-camlens-2.png")
+    assert_drawn(tmp_path / "chelsea-camkit-2.png")
 
 
 def test_a_failing_image_is_reported_and_the_others_are_written(
@@ -428,9 +428,9 @@ def test_a_failing_image_is_reported_and_the_others_are_written(
         "(reasons above) and run them again"
     )
     assert len(lines) == 2
-    assert_drawn(out / "a-camlens.png")
-    assert_drawn(out / "c-camlens.png")
-    assert sorted(path.name for path in out.iterdir()) == ["a-camlens.png", "c-camlens.png"]
+    assert_drawn(out / "a-camkit.png")
+    assert_drawn(out / "c-camkit.png")
+    assert sorted(path.name for path in out.iterdir()) == ["a-camkit.png", "c-camkit.png"]
     assert result.stdout.count("top-5 predictions") == 2
 
 
@@ -449,13 +449,13 @@ def test_a_write_failing_halfway_leaves_earlier_outputs_and_no_partial_file(
             raise OSError(28, "No space left on device")
         real_replace(source, target)
 
-    monkeypatch.setattr(camlens._visualize.os, "replace", disk_full_on_second)
+    monkeypatch.setattr(camkit.overlay.os, "replace", disk_full_on_second)
     result = _run("explain", *images, "--out", out)
     assert result.exit_code == 2
     assert f"error: {images[1]}: cannot write" in result.stderr
     assert "No space left on device" in result.stderr
-    assert sorted(path.name for path in out.iterdir()) == ["a-camlens.png", "c-camlens.png"]
-    assert_drawn(out / "a-camlens.png")
+    assert sorted(path.name for path in out.iterdir()) == ["a-camkit.png", "c-camkit.png"]
+    assert_drawn(out / "a-camkit.png")
 
 
 def test_a_mistake_every_image_would_repeat_stops_at_once(
@@ -474,7 +474,7 @@ def _existing(path: Path) -> Iterator[Path]:
 
 
 def test_demo_and_evaluate_keep_existing_outputs(tmp_path: Path, small_model: None) -> None:
-    with _existing(tmp_path / "camlens-demo.png"):
+    with _existing(tmp_path / "camkit-demo.png"):
         assert_one_line_error(_run("demo", "--out", tmp_path), "pass --overwrite")
     with _existing(tmp_path / "scores" / "summary.md"):
         result = _run("evaluate", tmp_path, "--out", tmp_path / "scores")

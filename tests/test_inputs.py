@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-import camlens
-from camlens._inputs import Preprocessing, array_to_image, prepare_batch, to_rgb
+import camkit
+from camkit._inputs import Preprocessing, array_to_image, prepare_batch, to_rgb
 
 PRE = Preprocessing(resize_size=32, crop_size=32)
 
@@ -101,6 +101,6 @@ def test_unreadable_file_is_a_clear_error(tmp_path) -> None:
 def test_explain_accepts_a_grayscale_file(small_cnn, tmp_path) -> None:
     path = tmp_path / "grey.png"
     Image.fromarray(np.tile(np.arange(64, dtype=np.uint8), (64, 1)), mode="L").save(path)
-    explanation = camlens.explain(small_cnn, path, layers="block")
+    explanation = camkit.explain(small_cnn, path, layers="block")
     assert explanation.maps[("block", "gradcam")].shape == (1, 224, 224)
     assert explanation.names == ["grey"]

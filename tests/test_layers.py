@@ -6,8 +6,8 @@ import pytest
 import torch
 import torchvision
 
-import camlens
-from camlens._layers import resolve_layer
+import camkit
+from camkit.layers import resolve_layer
 
 # The tutorial's deep and shallow layers, and the module each name must designate.
 TUTORIAL = {
@@ -48,7 +48,7 @@ def test_tutorial_deep_and_shallow_maps(tutorial_models, arch) -> None:
     model = tutorial_models[arch]
     x = torch.randn(1, 3, 160, 160)
     layers = [name for name, _ in TUTORIAL[arch]]
-    explanation = camlens.explain(model, x, methods=["gradcam", "gradcam++"], layers=layers)
+    explanation = camkit.explain(model, x, methods=["gradcam", "gradcam++"], layers=layers)
     assert len(explanation.layers) == len(layers)
     for key, value in explanation.maps.items():
         assert value.shape == (1, 160, 160), key
@@ -75,7 +75,7 @@ def test_module_objects_and_dotted_names(tutorial_models) -> None:
 def test_unknown_layer_lists_closest_names(tutorial_models) -> None:
     model = tutorial_models["resnet101"]
     with pytest.raises(
-        ValueError, match=r"'layer5' not found in ResNet; closest: 'layer4'.*camlens layers"
+        ValueError, match=r"'layer5' not found in ResNet; closest: 'layer4'.*camkit layers"
     ):
         resolve_layer(model, "layer5")
     with pytest.raises(ValueError, match=r"closest: 'features\.11'"):
@@ -92,12 +92,12 @@ def test_unknown_layer_lists_closest_names(tutorial_models) -> None:
     ],
 )
 def test_auto_picks_the_last_spatial_layer_before_pooling(tutorial_models, arch, expected) -> None:
-    explanation = camlens.explain(tutorial_models[arch], torch.randn(1, 3, 128, 128))
+    explanation = camkit.explain(tutorial_models[arch], torch.randn(1, 3, 128, 128))
     assert explanation.layers == [expected]
 
 
 def test_auto_on_the_offline_model_is_the_head_activation(lite0) -> None:
-    layers = camlens.list_layers(lite0)
+    layers = camkit.list_layers(lite0)
     auto = [info for info in layers if info.is_auto]
     assert [info.name for info in auto] == ["_swish"]
     assert auto[0].calls == 2 and auto[0].output_shape == (1, 1280, 7, 7)
@@ -110,4 +110,4 @@ def test_auto_on_the_offline_model_is_the_head_activation(lite0) -> None:
 def test_auto_without_spatial_layers_is_a_clear_error() -> None:
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 2))
     with pytest.raises(ValueError, match="found no module with a spatial"):
-        camlens.explain(model, torch.randn(1, 3, 2, 2))
+        camkit.explain(model, torch.randn(1, 3, 2, 2))

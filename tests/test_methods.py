@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-import camlens
+import camkit
 from tests.conftest import MaskedLinear
 
 A0 = [[1.0, 2.0], [3.0, 4.0]]
@@ -49,7 +49,7 @@ def activations() -> torch.Tensor:
 
 
 def test_every_builtin_method_is_registered() -> None:
-    assert camlens.list_methods() == sorted(
+    assert camkit.list_methods() == sorted(
         [
             "gradcam",
             "gradcam++",
@@ -72,7 +72,7 @@ def test_every_builtin_method_is_registered() -> None:
 
 @pytest.mark.parametrize("method", sorted(GOLDEN_RAW))
 def test_raw_map_matches_hand_computation(masked_model, activations, method) -> None:
-    explanation = camlens.explain(
+    explanation = camkit.explain(
         masked_model, activations, methods=method, layers="features", target=0
     )
     raw = explanation.raw[("features", method)]
@@ -82,7 +82,7 @@ def test_raw_map_matches_hand_computation(masked_model, activations, method) -> 
 
 @pytest.mark.parametrize("method", sorted(GOLDEN_RAW))
 def test_maps_are_the_raw_maps_min_max_normalised(masked_model, activations, method) -> None:
-    explanation = camlens.explain(
+    explanation = camkit.explain(
         masked_model, activations, methods=method, layers="features", target=0
     )
     expected = torch.tensor(GOLDEN_RAW[method])
@@ -111,7 +111,7 @@ def test_eigen_methods_match_numpy_svd_on_random_activations() -> None:
     mask = torch.rand(5, 4)
     model = MaskedLinear(weight, mask).eval()
     activations = torch.rand(2, 6, 5, 4)
-    explanation = camlens.explain(
+    explanation = camkit.explain(
         model, activations, methods=["eigencam", "eigengradcam"], layers="features", target=[1, 2]
     )
     for b, target in enumerate([1, 2]):
@@ -131,7 +131,7 @@ def test_eigencam_uses_the_gram_matrix_when_positions_are_fewer_than_channels() 
     torch.manual_seed(2)
     model = MaskedLinear(torch.randn(2, 40), torch.ones(3, 3)).eval()
     activations = torch.rand(1, 40, 3, 3)
-    explanation = camlens.explain(
+    explanation = camkit.explain(
         model, activations, methods="eigencam", layers="features", target=0
     )
     expected = _numpy_first_component(activations[0].double().numpy())
@@ -143,8 +143,8 @@ def test_eigencam_uses_the_gram_matrix_when_positions_are_fewer_than_channels() 
 def test_zero_denominators_give_zeros_not_nan(masked_model) -> None:
     zeros = torch.zeros(1, 2, 2, 2)
     # Guided methods are left out: the input gradient of this linear model is W * M, not zero.
-    methods = [m for m in camlens.list_methods() if not m.startswith("guided")]
-    explanation = camlens.explain(masked_model, zeros, methods=methods, layers="features", target=0)
+    methods = [m for m in camkit.list_methods() if not m.startswith("guided")]
+    explanation = camkit.explain(masked_model, zeros, methods=methods, layers="features", target=0)
     for key, value in explanation.maps.items():
         assert torch.equal(value, torch.zeros_like(value)), key
         assert not torch.isnan(explanation.raw[key]).any(), key
@@ -152,9 +152,9 @@ def test_zero_denominators_give_zeros_not_nan(masked_model) -> None:
 
 def test_register_method_rejects_duplicates_and_adds_new_methods() -> None:
     with pytest.raises(ValueError, match="already registered"):
-        camlens.register_method("gradcam")(lambda tensors: tensors.activations.sum(1))
+        camkit.register_method("gradcam")(lambda tensors: tensors.activations.sum(1))
 
 
 def test_unknown_method_suggests_the_closest() -> None:
     with pytest.raises(ValueError, match="closest: 'gradcam'"):
-        camlens.explain(torch.nn.Conv2d(3, 3, 1), torch.zeros(1, 3, 4, 4), methods="gradcamm")
+        camkit.explain(torch.nn.Conv2d(3, 3, 1), torch.zeros(1, 3, 4, 4), methods="gradcamm")

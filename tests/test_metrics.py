@@ -1,4 +1,4 @@
-"""camlens.metrics against values worked out by hand on toy models and maps."""
+"""camkit.metrics against values worked out by hand on toy models and maps."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import pytest
 import torch
 from torch import nn
 
-import camlens
-from camlens import metrics
-from camlens._metrics_sanity import randomisation_groups
+import camkit
+from camkit import metrics
+from camkit._metrics_sanity import randomisation_groups
 
 from .conftest import shared_path
 
-IDENTITY = camlens.Preprocessing(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+IDENTITY = camkit.Preprocessing(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 
 
 def sigmoid(value: float) -> float:
@@ -74,7 +74,7 @@ def test_deletion_replaces_pixels_by_the_dataset_mean() -> None:
     # With ImageNet-style normalisation the removed pixels become exactly zero model input.
     region = torch.ones(4, 4)
     model = RegionBrightness(region, gain=1.0).eval()
-    preprocessing = camlens.Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    preprocessing = camkit.Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
     image = torch.full((1, 3, 4, 4), 0.75)  # normalised value (0.75 - 0.5) / 0.25 = 1
     curve = metrics.deletion(
         model, image, corner_first_map(), targets=0, step=16, preprocessing=preprocessing
@@ -144,7 +144,7 @@ def test_targets_default_to_the_top_prediction(small_cnn: nn.Module) -> None:
     images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(2))
     heat = torch.rand(2, 16, 16, generator=torch.Generator().manual_seed(3))
     curve = metrics.deletion(small_cnn, images, heat, step=64)
-    expected = small_cnn(camlens.Preprocessing().normalize(images)).argmax(1)
+    expected = small_cnn(camkit.Preprocessing().normalize(images)).argmax(1)
     assert curve.classes.tolist() == expected.tolist()
 
 
@@ -169,7 +169,7 @@ def test_average_drop_and_increase_by_hand() -> None:
 
 def test_average_drop_multiplies_pixels_before_normalisation() -> None:
     model = RegionBrightness(torch.ones(2, 2), gain=1.0).eval()
-    preprocessing = camlens.Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    preprocessing = camkit.Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
     image = torch.ones(1, 3, 2, 2)
     heat = torch.tensor([[[0.0, 1.0], [1.0, 0.5]]])
     result = metrics.average_drop(model, image, heat, targets=0, preprocessing=preprocessing)
@@ -311,12 +311,12 @@ def test_pointing_game_with_masks_and_several_boxes() -> None:
     assert result.hits.tolist() == [True, True, False]
 
 
-def test_pointing_game_on_the_shared_two_object_image(lite0: camlens.LoadedModel) -> None:
+def test_pointing_game_on_the_shared_two_object_image(lite0: camkit.LoadedModel) -> None:
     import json
 
     boxes = json.loads(shared_path("images", "both.json").read_text())["boxes_xyxy"]
     dog, cat = boxes["bull mastiff"], boxes["tiger cat"]
-    exp = camlens.explain(
+    exp = camkit.explain(
         lite0,
         [str(shared_path("images", "both.png"))] * 2,
         target=[dog["class_index"], cat["class_index"]],
@@ -371,9 +371,9 @@ def test_randomisation_groups_go_from_the_output_down(small_cnn: nn.Module) -> N
     assert groups == ["fc", "block.1", "block.0", "stem.1", "stem.0"]
 
 
-def test_sanity_check_on_lite0_gradcam_loses_its_map(lite0: camlens.LoadedModel) -> None:
+def test_sanity_check_on_lite0_gradcam_loses_its_map(lite0: camkit.LoadedModel) -> None:
     images = [str(shared_path("images", name)) for name in ("chelsea.png", "coffee.png")]
-    pixels = camlens.explain(lite0, images).images
+    pixels = camkit.explain(lite0, images).images
     before = copy.deepcopy(lite0.model.state_dict())
     result = metrics.sanity_check(lite0, pixels, ["gradcam"], steps=4)
     assert result.steps == ["_fc", "_bn1", "_conv_head", "_blocks.15"]

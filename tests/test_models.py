@@ -8,7 +8,7 @@ import pytest
 import torch
 import torchvision
 
-import camlens
+import camkit
 
 
 def test_default_model_is_pretrained_and_offline(lite0) -> None:
@@ -19,7 +19,7 @@ def test_default_model_is_pretrained_and_offline(lite0) -> None:
 
 
 def test_torchvision_model_without_weights_knows_its_preprocessing_and_classes() -> None:
-    loaded = camlens.load_model("resnet18", weights=None)
+    loaded = camkit.load_model("resnet18", weights=None)
     assert isinstance(loaded.model, torchvision.models.ResNet)
     assert loaded.preprocessing.resize_size == 256 and loaded.preprocessing.crop_size == 224
     assert loaded.categories[0] == "tench"
@@ -30,12 +30,12 @@ def test_state_dict_file_is_loaded_weights_only(tmp_path) -> None:
     source = torchvision.models.resnet18(weights=None)
     path = tmp_path / "weights.pth"
     torch.save(source.state_dict(), path)
-    loaded = camlens.load_model("resnet18", weights=path)
+    loaded = camkit.load_model("resnet18", weights=path)
     torch.testing.assert_close(loaded.model.fc.weight, source.fc.weight)
     with pytest.raises(ValueError, match="do not fit 'alexnet'"):
-        camlens.load_model("alexnet", weights=path)
+        camkit.load_model("alexnet", weights=path)
     with pytest.raises(ValueError, match="holds weights only; name the architecture"):
-        camlens.load_model(path)
+        camkit.load_model(path)
 
 
 class Payload:
@@ -47,11 +47,11 @@ def test_pickled_objects_are_refused(tmp_path) -> None:
     path = tmp_path / "evil.pth"
     path.write_bytes(pickle.dumps({"weight": Payload()}))
     with pytest.raises(ValueError, match="never pickled objects"):
-        camlens.load_model("resnet18", weights=path)
+        camkit.load_model("resnet18", weights=path)
     whole = tmp_path / "whole.pt"
     torch.save(torch.nn.Linear(2, 2), whole)
     with pytest.raises(ValueError, match="never pickled objects"):
-        camlens.load_model(whole)
+        camkit.load_model(whole)
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")
@@ -65,27 +65,27 @@ def test_torchscript_file(tmp_path) -> None:
     )
     path = tmp_path / "scripted.pt"
     torch.jit.save(torch.jit.script(model), path)
-    loaded = camlens.load_model(path)
+    loaded = camkit.load_model(path)
     x = torch.randn(1, 3, 8, 8)
     torch.testing.assert_close(loaded.model(x), model(x))
     with pytest.raises(TypeError, match="TorchScript module, whose layers cannot be hooked"):
-        camlens.explain(loaded, x)
+        camkit.explain(loaded, x)
 
 
 def test_unknown_model_suggests_names() -> None:
     with pytest.raises(ValueError, match="closest: 'resnet50'"):
-        camlens.load_model("resnet5O")
+        camkit.load_model("resnet5O")
 
 
 def test_unknown_weights_name_lists_the_choices() -> None:
     with pytest.raises(ValueError, match="IMAGENET1K_V1"):
-        camlens.load_model("resnet18", weights="IMAGENET_V9")
+        camkit.load_model("resnet18", weights="IMAGENET_V9")
 
 
 def test_public_names() -> None:
-    assert sorted(camlens.__all__) == sorted(
+    assert sorted(camkit.__all__) == sorted(
         [
-            "CamlensError",
+            "CamkitError",
             "Explanation",
             "LayerInfo",
             "LayerNotFoundError",
@@ -103,5 +103,5 @@ def test_public_names() -> None:
             "register_method",
         ]
     )
-    for name in camlens.__all__:
-        assert hasattr(camlens, name)
+    for name in camkit.__all__:
+        assert hasattr(camkit, name)

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 from torch import nn
 
-import camlens
-from camlens import cli
+import camkit
+from camkit import cli
 from tests.conftest import SmallCNN, shared_path
 
 SCORE_METHODS = ("scorecam", "sscam", "iscam")
@@ -119,7 +119,7 @@ def reference_ablation_cam(
     return torch.relu((weights_tensor[:, None, None] * activations[0]).sum(dim=0))
 
 
-def _raw(explanation: camlens.Explanation, method: str) -> torch.Tensor:
+def _raw(explanation: camkit.Explanation, method: str) -> torch.Tensor:
     return explanation.raw[(explanation.layers[0], method)]
 
 
@@ -138,7 +138,7 @@ def test_matches_the_plain_loop_with_zero_constant_and_duplicate_channels(
     assert torch.equal(activations[:, 2], torch.zeros_like(activations[:, 2]))
     assert torch.equal(activations[:, 3], torch.full_like(activations[:, 3], 0.5))
     assert torch.allclose(activations[:, 1], 2 * activations[:, 0])
-    explanation = camlens.explain(
+    explanation = camkit.explain(
         duplicates, images, methods=method, layers="features", target=[2, 3], batch_size=4
     )
     raw = _raw(explanation, method)
@@ -156,7 +156,7 @@ def test_batch_size_batching_and_top_k_do_not_change_the_maps(
 ) -> None:
     def run(x: torch.Tensor, **options: object) -> torch.Tensor:
         return _raw(
-            camlens.explain(duplicates, x, methods=method, layers="features", **options), method
+            camkit.explain(duplicates, x, methods=method, layers="features", **options), method
         )
 
     both = run(images, top_k=2, batch_size=3)
@@ -165,7 +165,7 @@ def test_batch_size_batching_and_top_k_do_not_change_the_maps(
         torch.testing.assert_close(
             run(images, top_k=2, batch_size=batch_size), both, atol=1e-5, rtol=1e-5
         )
-    explanation = camlens.explain(duplicates, images, methods="gradcam", top_k=2, layers="features")
+    explanation = camkit.explain(duplicates, images, methods="gradcam", top_k=2, layers="features")
     assert explanation.targets is not None
     for image in range(2):
         for rank in range(2):
@@ -178,8 +178,8 @@ def test_batch_size_batching_and_top_k_do_not_change_the_maps(
 def test_a_callable_target_scores_each_masked_row(
     method: str, duplicates: Duplicates, images: torch.Tensor
 ) -> None:
-    by_index = camlens.explain(duplicates, images, methods=method, layers="features", target=2)
-    by_callable = camlens.explain(
+    by_index = camkit.explain(duplicates, images, methods=method, layers="features", target=2)
+    by_callable = camkit.explain(
         duplicates, images, methods=method, layers="features", target=lambda out: out[:, 2]
     )
     torch.testing.assert_close(_raw(by_callable, method), _raw(by_index, method))
@@ -210,7 +210,7 @@ def test_ablation_keeps_the_sign_when_the_score_is_negative() -> None:
     model = SignedHalves()
     assert model(x)[0, 0] < 0
     raw = _raw(
-        camlens.explain(model, x, methods="ablationcam", layers="features", target=0), "ablationcam"
+        camkit.explain(model, x, methods="ablationcam", layers="features", target=0), "ablationcam"
     )
     # y = 10 - 8 - 10 = -8; w_0 = (y - (y - 10)) / 8 = 1.25; w_1 = (y - (y + 8)) / 8 = -1.
     expected = torch.relu(1.25 * x[0, 0] - 1.0 * x[0, 1])
@@ -236,7 +236,7 @@ class Flat(nn.Module):
 @pytest.mark.parametrize("value", [0.0, 3.0])
 def test_no_nan_on_zero_or_constant_activations(method: str, value: float) -> None:
     torch.manual_seed(0)
-    explanation = camlens.explain(
+    explanation = camkit.explain(
         Flat(value).eval(), torch.randn(2, 3, 8, 8), methods=method, layers="features"
     )
     layer_map = explanation.maps[("features", method)]
@@ -251,14 +251,14 @@ def test_max_channels_is_score_cam_over_the_largest_channels(
     activations = _layer_output(duplicates, duplicates.features, x)[0]
     keep = activations.sum(dim=(1, 2)).topk(2).indices
     full = _raw(
-        camlens.explain(duplicates, x, methods="scorecam", layers="features", target=0), "scorecam"
+        camkit.explain(duplicates, x, methods="scorecam", layers="features", target=0), "scorecam"
     )
-    same = camlens.explain(
+    same = camkit.explain(
         duplicates, x, methods="scorecam", layers="features", target=0, max_channels=16
     )
     torch.testing.assert_close(_raw(same, "scorecam"), full)
     approx = _raw(
-        camlens.explain(
+        camkit.explain(
             duplicates, x, methods="scorecam", layers="features", target=0, max_channels=2
         ),
         "scorecam",
@@ -290,10 +290,10 @@ def test_model_unchanged_and_no_hooks_after_success_and_error(method: str) -> No
     model = SmallCNN().train()
     before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     x = torch.randn(2, 3, 16, 16)
-    camlens.explain(model, x, methods=method, layers="block", batch_size=1000)
+    camkit.explain(model, x, methods=method, layers="block", batch_size=1000)
     with pytest.raises(ValueError, match="target"):
         # One score for the whole output: fine for the batch of 2, wrong for masked batches.
-        camlens.explain(
+        camkit.explain(
             model,
             x,
             methods=method,
@@ -311,20 +311,20 @@ def test_options_are_checked() -> None:
     model = SmallCNN().eval()
     x = torch.randn(1, 3, 16, 16)
     with pytest.raises(ValueError, match="batch_size"):
-        camlens.explain(model, x, methods="scorecam", batch_size=0)
+        camkit.explain(model, x, methods="scorecam", batch_size=0)
     with pytest.raises(TypeError, match="max_channels"):
-        camlens.explain(model, x, methods="scorecam", max_channels=2.5)  # type: ignore[arg-type]
+        camkit.explain(model, x, methods="scorecam", max_channels=2.5)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="progress"):
-        camlens.explain(model, x, methods="scorecam", progress="yes")  # type: ignore[arg-type]
+        camkit.explain(model, x, methods="scorecam", progress="yes")  # type: ignore[arg-type]
 
 
-def test_score_cam_finds_the_dog_and_the_cat(lite0: camlens.LoadedModel) -> None:
+def test_score_cam_finds_the_dog_and_the_cat(lite0: camkit.LoadedModel) -> None:
     image = shared_path("images", "both.png")
     boxes = json.loads(shared_path("images", "both.json").read_text())["boxes_xyxy"]
     # One call: the masked forwards give every explained class's score at once. The 64
     # channels of largest mass keep the test fast (exact Score-CAM takes minutes on 2 busy cores;
     # exactness is tested against the formula above).
-    explanation = camlens.explain(
+    explanation = camkit.explain(
         lite0, str(image), methods="scorecam", top_k=5, batch_size=64, max_channels=64
     )
     assert explanation.labels is not None
@@ -356,7 +356,7 @@ class Concatenated(nn.Module):
 def test_ablation_falls_back_when_the_network_mixes_batch_sizes(images: torch.Tensor) -> None:
     model = Concatenated().eval()
     raw = _raw(
-        camlens.explain(model, images[:1], methods="ablationcam", layers="features", target=1),
+        camkit.explain(model, images[:1], methods="ablationcam", layers="features", target=1),
         "ablationcam",
     )
     expected = reference_ablation_cam(model, model.features, images[:1], 1)
@@ -365,15 +365,15 @@ def test_ablation_falls_back_when_the_network_mixes_batch_sizes(images: torch.Te
 
 
 def test_cli_passes_the_perturbation_options(
-    lite0: camlens.LoadedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    lite0: camkit.LoadedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(camlens, "load_model", lambda *_args, **_kwargs: lite0)
-    sample = Path(str(importlib.resources.files("camlens") / "data" / "chelsea.png"))
+    monkeypatch.setattr(camkit, "load_model", lambda *_args, **_kwargs: lite0)
+    sample = Path(str(importlib.resources.files("camkit") / "data" / "chelsea.png"))
     options = ["--max-channels", "4", "--batch-size", "4", "--no-progress", "--out", tmp_path]
     args = ["explain", sample, "--method", "scorecam", *options]
     result = CliRunner().invoke(cli.main, [str(arg) for arg in args])
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "chelsea-camlens.png").is_file()
+    assert (tmp_path / "chelsea-camkit.png").is_file()
     assert result.stderr == ""
     bad = CliRunner().invoke(cli.main, ["explain", str(sample), "--batch-size", "0"])
     assert bad.exit_code == 2 and "--batch-size" in bad.output
@@ -383,7 +383,7 @@ def test_cli_passes_the_perturbation_options(
 def test_progress_bar_only_when_slow_and_wanted(
     setting: bool | None, shown: bool, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from camlens._perturbation import Progress
+    from camkit._perturbation import Progress
 
     progress = Progress(setting, total=4, description="scorecam layer4")
     progress.start -= 10.0  # as if the first forward took 10 s: the estimate is over a second

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from torchvision.transforms.functional import to_tensor
 
-import camlens
+import camkit
 from tests.conftest import ONE_PASS_METHODS, shared_path
 
 GRADIENT_METHODS = [m for m in ONE_PASS_METHODS if m != "eigencam"]
@@ -34,7 +34,7 @@ def test_peak_lies_in_the_object_box(lite0, both, method, cls) -> None:
     assert image.size == (224, 224)
     # The photo is already 224x224: normalise it without resizing so the boxes keep their pixels.
     x = lite0.preprocessing.normalize(to_tensor(image))
-    explanation = camlens.explain(lite0, x, methods=method, target=cls)
+    explanation = camkit.explain(lite0, x, methods=method, target=cls)
     assert explanation.layers == ["_swish"]
     px, py = _peak(explanation[method][0])
     x0, y0, x1, y1 = boxes[cls]
@@ -43,7 +43,7 @@ def test_peak_lies_in_the_object_box(lite0, both, method, cls) -> None:
 
 def test_dog_and_cat_maps_differ_where_the_objects_are(lite0, both) -> None:
     image, boxes = both
-    explanation = camlens.explain(lite0, [image, image], target=["bull mastiff", "tiger cat"])
+    explanation = camkit.explain(lite0, [image, image], target=["bull mastiff", "tiger cat"])
     dog, cat = explanation["gradcam"]
     x0, y0, x1, y1 = boxes["tiger cat"]
     # Image paths go through Resize(256) + CenterCrop(224): the box scales by 256/224, minus 16.
@@ -55,7 +55,7 @@ def test_dog_and_cat_maps_differ_where_the_objects_are(lite0, both) -> None:
 
 
 def test_prediction_on_real_photos(lite0) -> None:
-    explanation = camlens.explain(
+    explanation = camkit.explain(
         lite0, [shared_path("images", "chelsea.png"), shared_path("images", "water-bird.JPEG")]
     )
     assert explanation.labels[0][0] in {"tabby", "tiger cat", "Egyptian cat"}

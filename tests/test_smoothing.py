@@ -12,9 +12,9 @@ from click.testing import CliRunner
 from PIL import Image
 from torch import nn
 
-import camlens
-from camlens import _smoothing
-from camlens.cli import main
+import camkit
+from camkit import _smoothing
+from camkit.cli import main
 from tests.conftest import shared_path
 
 METHODS = ["gradcam", "gradcam++", "layercam"]
@@ -45,10 +45,10 @@ def _up(raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 def test_noise_is_the_mean_of_one_noisy_input_at_a_time(small_cnn: nn.Module) -> None:
     x = _input()
-    exp = camlens.explain(
+    exp = camkit.explain(
         small_cnn, x, METHODS, layers="block", smooth="noise", smooth_samples=5, smooth_sigma=0.2
     )
-    clean = camlens.explain(small_cnn, x, METHODS, layers="block")
+    clean = camkit.explain(small_cnn, x, METHODS, layers="block")
     torch.testing.assert_close(exp.logits, clean.logits)
     assert torch.equal(exp.targets, clean.targets)
     noise = _noise(x, 5, 0.2, 0)
@@ -56,7 +56,7 @@ def test_noise_is_the_mean_of_one_noisy_input_at_a_time(small_cnn: nn.Module) ->
         total = torch.zeros(2, 20, 20)
         for s in range(5):
             for i in range(2):  # one noisy input at a time, for the clean image's class
-                one = camlens.explain(
+                one = camkit.explain(
                     small_cnn,
                     x[i : i + 1] + noise[s, i : i + 1],
                     method,
@@ -72,9 +72,9 @@ def test_noise_is_the_mean_of_one_noisy_input_at_a_time(small_cnn: nn.Module) ->
 
 def test_noise_is_deterministic_and_seeded(small_cnn: nn.Module) -> None:
     x = _input(1)
-    first = camlens.explain(small_cnn, x, "gradcam", layers="block", smooth="noise")
-    again = camlens.explain(small_cnn, x, "gradcam", layers="block", smooth="noise")
-    other = camlens.explain(small_cnn, x, "gradcam", layers="block", smooth="noise", seed=1)
+    first = camkit.explain(small_cnn, x, "gradcam", layers="block", smooth="noise")
+    again = camkit.explain(small_cnn, x, "gradcam", layers="block", smooth="noise")
+    other = camkit.explain(small_cnn, x, "gradcam", layers="block", smooth="noise", seed=1)
     assert torch.equal(first["gradcam"], again["gradcam"])
     assert not torch.allclose(first["gradcam"], other["gradcam"], atol=1e-3)
 
@@ -82,13 +82,13 @@ def test_noise_is_deterministic_and_seeded(small_cnn: nn.Module) -> None:
 def test_zero_noise_is_the_plain_map(small_cnn: nn.Module) -> None:
     """sigma 0 (and a constant image, whose range is 0) give copies equal to the clean input."""
     x = _input()
-    plain = camlens.explain(small_cnn, x, METHODS, layers="block")
+    plain = camkit.explain(small_cnn, x, METHODS, layers="block")
     flat = torch.full((1, 3, 20, 20), 0.3)
     for inputs, kwargs in ((x, {"smooth_sigma": 0.0}), (flat, {})):
-        exp = camlens.explain(
+        exp = camkit.explain(
             small_cnn, inputs, METHODS, layers="block", smooth="noise", smooth_samples=3, **kwargs
         )
-        reference = plain if inputs is x else camlens.explain(small_cnn, flat, METHODS, "block")
+        reference = plain if inputs is x else camkit.explain(small_cnn, flat, METHODS, "block")
         for method in METHODS:
             assert torch.isfinite(exp[method]).all()
             torch.testing.assert_close(exp[method], reference[method], rtol=1e-4, atol=1e-5)
@@ -97,13 +97,13 @@ def test_zero_noise_is_the_plain_map(small_cnn: nn.Module) -> None:
 def test_batch_and_top_k_equal_one_by_one(small_cnn: nn.Module) -> None:
     x = _input()
     methods = ["gradcam", "guided-backprop"]
-    exp = camlens.explain(
+    exp = camkit.explain(
         small_cnn, x, methods, layers="block", smooth="noise", smooth_samples=3, top_k=2
     )
     assert exp["gradcam"].shape == (2, 2, 20, 20)
     for i in range(2):
         for rank in range(2):
-            one = camlens.explain(
+            one = camkit.explain(
                 small_cnn,
                 x[i : i + 1],
                 methods,
@@ -143,8 +143,8 @@ def test_augment_flip_of_an_equivariant_model_changes_nothing(
     monkeypatch.setattr(_smoothing, "AUGMENT_SCALES", (1.0,))
     model = SymmetricCNN().eval()
     x = _input(2, 12)
-    plain = camlens.explain(model, x, METHODS, layers="features")
-    exp = camlens.explain(model, x, METHODS, layers="features", smooth="augment")
+    plain = camkit.explain(model, x, METHODS, layers="features")
+    exp = camkit.explain(model, x, METHODS, layers="features", smooth="augment")
     for method in METHODS:
         torch.testing.assert_close(exp[method], plain[method], rtol=1e-4, atol=1e-5)
     # An asymmetric image: the flipped copy's map, flipped back, is the same map.
@@ -169,7 +169,7 @@ def test_augment_by_hand() -> None:
     """Six views (3 scales x flip), each map resized back and un-flipped, averaged, normalised."""
     model = PooledLinear().eval()
     x = _input(1, 16, seed=9)
-    exp = camlens.explain(model, x, "gradcam", layers="features", target=1, smooth="augment")
+    exp = camkit.explain(model, x, "gradcam", layers="features", target=1, smooth="augment")
     weight = model.head.weight[1]
     total = torch.zeros(1, 16, 16)
     for scale in (1.0, 0.875, 1.125):
@@ -188,7 +188,7 @@ def test_augment_by_hand() -> None:
 
 def test_smoothgradcam_plus_plus_formula(small_cnn: nn.Module) -> None:
     x = _input()
-    exp = camlens.explain(
+    exp = camkit.explain(
         small_cnn, x, "smoothgradcam++", layers="block", smooth_samples=4, smooth_sigma=0.1, seed=3
     )
     targets = exp.targets[:, 0]
@@ -221,7 +221,7 @@ def test_smoothgradcam_plus_plus_formula(small_cnn: nn.Module) -> None:
         exp["smoothgradcam++"], _minmax(_up(raw, (20, 20))), atol=1e-5, rtol=1e-4
     )
     # With one sample and no noise it is Grad-CAM++ itself.
-    one = camlens.explain(
+    one = camkit.explain(
         small_cnn, x, ["smoothgradcam++", "gradcam++"], "block", smooth_samples=1, smooth_sigma=0
     )
     torch.testing.assert_close(one["smoothgradcam++"], one["gradcam++"], rtol=1e-4, atol=1e-5)
@@ -242,12 +242,12 @@ def test_smoothgradcam_plus_plus_formula(small_cnn: nn.Module) -> None:
 )
 def test_argument_errors(small_cnn: nn.Module, kwargs: dict, error: type, message: str) -> None:
     with pytest.raises(error, match=message):
-        camlens.explain(small_cnn, _input(1), "gradcam", layers="block", **kwargs)
+        camkit.explain(small_cnn, _input(1), "gradcam", layers="block", **kwargs)
 
 
 def test_augment_with_smoothgradcam_plus_plus_is_an_error(small_cnn: nn.Module) -> None:
     with pytest.raises(ValueError, match="smoothgradcam\\+\\+ averages over noisy copies"):
-        camlens.explain(small_cnn, _input(1), "smoothgradcam++", "block", smooth="augment")
+        camkit.explain(small_cnn, _input(1), "smoothgradcam++", "block", smooth="augment")
 
 
 def test_model_unchanged_and_no_hooks_after_success_and_error(small_cnn: nn.Module) -> None:
@@ -263,7 +263,7 @@ def test_model_unchanged_and_no_hooks_after_success_and_error(small_cnn: nn.Modu
         assert all(p.grad is None and p.requires_grad for p in small_cnn.parameters())
 
     x = _input(1)
-    camlens.explain(small_cnn, x, ["gradcam", "smoothgradcam++"], "block", smooth="noise")
+    camkit.explain(small_cnn, x, ["gradcam", "smoothgradcam++"], "block", smooth="noise")
     check()
     calls = []
 
@@ -274,18 +274,18 @@ def test_model_unchanged_and_no_hooks_after_success_and_error(small_cnn: nn.Modu
         return output[:, 0]
 
     with pytest.raises(ValueError, match="boom"):
-        camlens.explain(small_cnn, x, ["gradcam", "smoothgradcam++"], "block", target=target)
+        camkit.explain(small_cnn, x, ["gradcam", "smoothgradcam++"], "block", target=target)
     check()
 
 
-def test_lite0_smoothed_maps_find_the_dog(lite0: camlens.LoadedModel) -> None:
+def test_lite0_smoothed_maps_find_the_dog(lite0: camkit.LoadedModel) -> None:
     image = shared_path("images", "both.png")
     box = json.loads(shared_path("images", "both.json").read_text())["boxes_xyxy"]["bull mastiff"]
     pixels = torch.from_numpy(np.asarray(Image.open(image).convert("RGB"), dtype=np.float32))
     picture = lite0.preprocessing.normalize(pixels.permute(2, 0, 1)[None] / 255.0)
     x0, y0, x1, y1 = box["box"]
     for kwargs in ({"smooth": "noise", "smooth_samples": 3}, {"smooth": "augment"}):
-        exp = camlens.explain(lite0, picture, "gradcam", target=box["class_index"], **kwargs)
+        exp = camkit.explain(lite0, picture, "gradcam", target=box["class_index"], **kwargs)
         heat = exp["gradcam"][0]
         assert torch.isfinite(heat).all()
         row, column = divmod(int(heat.argmax()), heat.shape[1])
@@ -309,7 +309,7 @@ def test_cli_smoothing_and_guided_pictures(tmp_path) -> None:
         ],
     )
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "both-camlens.png").is_file()
+    assert (tmp_path / "both-camkit.png").is_file()
     assert "guided-gradcam" in result.output
     for args, message in (
         (["--smooth", "blur"], "error: --smooth 'blur' is unknown"),

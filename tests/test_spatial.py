@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-import camlens
-from camlens._spatial import SpatialView, fits_input, infer_view, prefix_tokens, spatial_view
+import camkit
+from camkit._spatial import SpatialView, fits_input, infer_view, prefix_tokens, spatial_view
 
 
 def tokens_from(spatial: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
@@ -180,7 +180,7 @@ def test_token_model_end_to_end_matches_a_hand_computed_grad_cam(distilled: bool
     torch.manual_seed(0)
     model = TokenNet(distilled=distilled).eval()
     x = torch.randn(2, 3, 12, 20)  # non-square: a 3x5 patch grid
-    explanation = camlens.explain(model, x, methods="gradcam")
+    explanation = camkit.explain(model, x, methods="gradcam")
     assert explanation.layers == ["norm"]  # the patch embedding is earlier; the norm is last
     expected = _grad_cam_by_hand(model, x, 2 if distilled else 1, (3, 5))
     torch.testing.assert_close(explanation.raw[("norm", "gradcam")], expected)
@@ -188,7 +188,7 @@ def test_token_model_end_to_end_matches_a_hand_computed_grad_cam(distilled: bool
     def reshape(tokens: torch.Tensor) -> torch.Tensor:
         return tokens[:, -15:].unflatten(1, (3, 5)).permute(0, 3, 1, 2)
 
-    custom = camlens.explain(model, x, methods="gradcam", layers="norm", reshape=reshape)
+    custom = camkit.explain(model, x, methods="gradcam", layers="norm", reshape=reshape)
     torch.testing.assert_close(custom.raw[("norm", "gradcam")], expected)
 
 
@@ -210,18 +210,18 @@ def test_vit_last_norm_is_skipped_when_the_head_reads_only_the_class_token() -> 
     torch.manual_seed(0)
     model = ClassTokenHead().eval()
     x = torch.randn(1, 3, 16, 16)
-    layers = camlens.list_layers(model, input_size=(16, 16))
+    layers = camkit.list_layers(model, input_size=(16, 16))
     assert [info.name for info in layers if info.is_auto] == ["block_norm"]
     # At the final norm only the class token gets a gradient: a flat, all-zero Grad-CAM.
-    final = camlens.explain(model, x, layers="norm", methods="gradcam")
+    final = camkit.explain(model, x, layers="norm", methods="gradcam")
     assert final.raw[("norm", "gradcam")].abs().max() == 0
-    chosen = camlens.explain(model, x, methods="gradcam")
+    chosen = camkit.explain(model, x, methods="gradcam")
     assert chosen.raw[("block_norm", "gradcam")].abs().max() > 0
 
 
 def test_patch_grid_tries_only_the_strides_that_can_fit() -> None:
     """The narrowed search agrees with trying every stride, on every small grid and input."""
-    from camlens._spatial import _patch_grid
+    from camkit._spatial import _patch_grid
 
     def every_stride(grid: tuple[int, int], size: tuple[int, int]) -> bool:
         return any(

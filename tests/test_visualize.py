@@ -1,4 +1,4 @@
-"""Tests of camlens._visualize: overlay values, colormaps, and the labelled figures."""
+"""Tests of camkit.overlay: overlay values, colormaps, and the labelled figures."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
-from camlens._visualize import (
+from camkit.overlay import (
     explanation_figure,
     figure_to_png_bytes,
     grid,
@@ -287,9 +287,9 @@ def test_no_pyplot_figures_are_created() -> None:
 
 
 def test_figure_of_a_real_explanation() -> None:
-    camlens = pytest.importorskip("camlens")
-    if not hasattr(camlens, "explain"):
-        pytest.skip("camlens.explain is not available yet")
+    camkit = pytest.importorskip("camkit")
+    if not hasattr(camkit, "explain"):
+        pytest.skip("camkit.explain is not available yet")
     torch.manual_seed(0)
     model = torch.nn.Sequential(
         torch.nn.Conv2d(3, 4, 3, padding=1),
@@ -300,7 +300,7 @@ def test_figure_of_a_real_explanation() -> None:
         torch.nn.Flatten(),
         torch.nn.Linear(4, 3),
     ).eval()
-    exp = camlens.explain(
+    exp = camkit.explain(
         model, torch.randn(2, 3, 16, 16), methods=("gradcam", "gradcam++"), layers=("2", "0")
     )
     figure = explanation_figure(exp, index=1)

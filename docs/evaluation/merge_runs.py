@@ -1,13 +1,13 @@
-"""Merge the rows of other `camlens evaluate` runs into this folder and rewrite its summary.
+"""Merge the rows of other `camkit evaluate` runs into this folder and rewrite its summary.
 
 Run from the project root:
 
     python docs/evaluation/merge_runs.py RUN_DIR [RUN_DIR ...] [--drop LABEL ...]
 
-Each RUN_DIR is an `--out` folder of `camlens evaluate` (its per_image.csv and curves.csv). Rows
+Each RUN_DIR is an `--out` folder of `camkit evaluate` (its per_image.csv and curves.csv). Rows
 of a (file, method, layer) already here are replaced by the run's; `--drop` removes every row of
 a method label first (for example "sscam (max_channels=32)"). Then summary.md, summary.csv and
-curves.png are written again from the merged files, as `camlens evaluate` writes them.
+curves.png are written again from the merged files, as `camkit evaluate` writes them.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import argparse
 import csv
 from pathlib import Path
 
-from camlens._evaluate import CURVES_FILE, PER_IMAGE_FILE, write_summary
+from camkit._evaluate import CURVES_FILE, PER_IMAGE_FILE, write_summary
 
 HERE = Path(__file__).resolve().parent
 

@@ -1,4 +1,4 @@
-"""Cascading randomisation (Adebayo et al. 2018) of every camlens method on EfficientNet-Lite0.
+"""Cascading randomisation (Adebayo et al. 2018) of every camkit method on EfficientNet-Lite0.
 
 Run from the project root:  python docs/evaluation/sanity_check.py
 Writes docs/evaluation/sanity.md and sanity.csv. Uses 2 images of ../shared/data/imagenet-sample
@@ -21,11 +21,11 @@ from pathlib import Path
 
 import torch
 
-import camlens
-from camlens import metrics
-from camlens._evaluate import find_images, is_per_channel
-from camlens._inputs import prepare_batch
-from camlens._models import imagenet_categories
+import camkit
+from camkit import metrics
+from camkit._evaluate import find_images, is_per_channel
+from camkit._inputs import prepare_batch
+from camkit._models import imagenet_categories
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT.parent / "shared" / "data" / "imagenet-sample"
@@ -45,12 +45,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT, help="folder for sanity.md/.csv")
     args = parser.parse_args()
     torch.manual_seed(0)
-    loaded = camlens.load_model(device=args.device)
+    loaded = camkit.load_model(device=args.device)
     found = find_images(SAMPLE, list(imagenet_categories()))
     items = found[:: max(1, len(found) // args.images)][: args.images]
     batch = prepare_batch([str(item.path) for item in items], loaded.preprocessing)
     labels = [item.label for item in items]
-    methods = camlens.list_methods()
+    methods = camkit.list_methods()
     cheap = [m for m in methods if args.exact or not is_per_channel(m)]
     costly = [m for m in methods if m not in cheap]
     results: list[tuple[str, metrics.SanityResult, int]] = []

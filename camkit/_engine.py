@@ -13,16 +13,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from camlens._errors import ArgumentTypeError, InputError
-from camlens._explanation import Explanation
-from camlens._forward import ForwardOptions, forward_options
-from camlens._inputs import Batch, Preprocessing, as_sequence, check_model_input, prepare_batch
-from camlens._layers import auto_layer, resolve_layer
-from camlens._locks import serialised
-from camlens._models import LoadedModel, _device
-from camlens._registry import LayerTensors, Method, PerturbationContext, get_method
-from camlens._spatial import Reshape, SpatialView, prefix_tokens, spatial_view
-from camlens._targets import Targets, resolve_targets
+from camkit._errors import ArgumentTypeError, InputError
+from camkit._explanation import Explanation
+from camkit._forward import ForwardOptions, forward_options
+from camkit._inputs import Batch, Preprocessing, as_sequence, check_model_input, prepare_batch
+from camkit.layers import auto_layer, resolve_layer
+from camkit._locks import serialised
+from camkit._models import LoadedModel, _device
+from camkit._registry import LayerTensors, Method, PerturbationContext, get_method
+from camkit._spatial import Reshape, SpatialView, prefix_tokens, spatial_view
+from camkit._targets import Targets, resolve_targets
 
 TargetSpec = int | str | Sequence[int] | Sequence[str] | Callable[[object], torch.Tensor] | None
 
@@ -47,7 +47,7 @@ def logits_of(output: object) -> torch.Tensor:
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
         return output[0]
     raise ArgumentTypeError(
-        f"the model returned a {type(output).__name__} with no class scores camlens can find; "
+        f"the model returned a {type(output).__name__} with no class scores camkit can find; "
         "return a tensor, a tuple whose first item is the logits, or a dict with 'logits', or "
         "pass `target=` a callable that takes the output and returns one score per image"
     )
@@ -57,7 +57,7 @@ def logits_of(output: object) -> torch.Tensor:
 def evaluation_mode(model: nn.Module) -> Iterator[None]:
     """Put every submodule in eval mode for the call and restore each flag afterwards.
 
-    Holds the model's lock (:mod:`camlens._locks`): another thread's call cannot restore the
+    Holds the model's lock (:mod:`camkit._locks`): another thread's call cannot restore the
     flags while this one runs.
     """
     with serialised(model):
@@ -126,7 +126,7 @@ def capturing(
                 raise InputError(
                     f"layer {name!r} returned {_describe(output)}, not a tensor; pick a layer "
                     "whose output is an (N, C, h, w), (N, h, w, C) or (N, tokens, C) tensor, such "
-                    "as one of its submodules (see camlens.list_layers(model))"
+                    "as one of its submodules (see camkit.list_layers(model))"
                 )
             call = capture.calls.get(name, 0)
             capture.calls[name] = call + 1
@@ -282,19 +282,19 @@ def _check_spatial(
     if activation is None:
         raise InputError(
             f"layer {name!r} did not run during the forward pass; pick a layer the model uses "
-            "(see camlens.list_layers(model))"
+            "(see camkit.list_layers(model))"
         )
     if activation.dim() < 3 or activation.shape[0] != batch:
         raise InputError(
             f"layer {name!r} output has shape {tuple(activation.shape)}, not (N, C, h, w), "
             "(N, h, w, C) or (N, tokens, C) with N images; pick a convolutional or transformer "
-            "block layer (see camlens.list_layers(model))"
+            "block layer (see camkit.list_layers(model))"
         )
     view = spatial_view(name, activation, input_size, module, prefix, reshape)
     if view.grid[0] * view.grid[1] <= 1:
         raise InputError(
             f"layer {name!r} output has shape {tuple(activation.shape)}, a 1x1 grid whose map "
-            "would be flat; pick an earlier layer (see camlens.list_layers(model)) or a larger "
+            "would be flat; pick an earlier layer (see camkit.list_layers(model)) or a larger "
             "input"
         )
     return view
@@ -341,7 +341,7 @@ def explain(
         top_k: Explain each image's ``top_k`` best classes (overrides ``target``).
         device: Where to run; by default the model's device. The model is never moved.
         reshape: A function mapping each explained layer's raw output to (N, C, h, w), for
-            layouts camlens cannot read itself. By default (N, C, h, w) outputs are used as they
+            layouts camkit cannot read itself. By default (N, C, h, w) outputs are used as they
             are, (N, h, w, C) and (N, tokens, C) ones (vision transformers, Swin) are mapped
             automatically, class/distillation/register tokens dropped.
         batch_size: Perturbation methods (``scorecam``, ``ablationcam``...): perturbed inputs
@@ -361,7 +361,7 @@ def explain(
             not changed). ``None``: on the CPU for the batched forwards of the perturbation
             methods (1.4-1.5x faster there) and for the gradient pass from 2 images up (faster on
             every model measured at batch 8; ResNet-50 is 5 % slower with it at batch 1), and on
-            CUDA under ``amp``. If the model cannot take that layout, camlens falls back to the
+            CUDA under ``amp``. If the model cannot take that layout, camkit falls back to the
             usual one.
         amp: Run the forward passes under ``torch.autocast``: ``True`` picks bfloat16 where the
             device supports it (else float16), or name ``"bf16"``/``"fp16"``. Maps differ from
@@ -378,17 +378,17 @@ def explain(
     network = loaded.model if loaded is not None else model
     if not isinstance(network, nn.Module):
         raise ArgumentTypeError(
-            f"`model` must be a torch.nn.Module or camlens.LoadedModel, got {type(model).__name__}"
+            f"`model` must be a torch.nn.Module or camkit.LoadedModel, got {type(model).__name__}"
         )
     if isinstance(network, torch.jit.ScriptModule):
         raise ArgumentTypeError(
             "`model` is a TorchScript module, whose layers cannot be hooked; explain the eager "
-            "model instead: camlens.load_model('ARCH', weights='state_dict.pth')"
+            "model instead: camkit.load_model('ARCH', weights='state_dict.pth')"
         )
     preprocessing = loaded.preprocessing if loaded is not None else Preprocessing()
     categories = loaded.categories if loaded is not None else None
     chosen_methods = _methods(methods)
-    from camlens._smoothing import explain_extended, smoothing_options
+    from camkit._smoothing import explain_extended, smoothing_options
 
     smoothing = smoothing_options(
         smooth,
@@ -464,7 +464,7 @@ def _methods(methods: str | Sequence[str]) -> list[Method]:
         )
     names = [methods] if isinstance(methods, str) else list(methods)
     if not names:
-        raise InputError("`methods` is empty; pass at least one name from camlens.list_methods()")
+        raise InputError("`methods` is empty; pass at least one name from camkit.list_methods()")
     chosen: dict[str, Method] = {}
     for name in names:
         method = get_method(name)

@@ -1,4 +1,4 @@
-"""How camlens runs the user's model: memory format and mixed precision, never touching the model.
+"""How camkit runs the user's model: memory format and mixed precision, never touching the model.
 
 Channels-last input: a (B, C, H, W) batch laid out as (B, H, W, C) in memory makes the CPU
 (oneDNN) convolutions pick their faster kernels. Measured by ``benchmarks/bench_perturbation.py``
@@ -24,7 +24,7 @@ from typing import TypeVar
 
 import torch
 
-from camlens._errors import ArgumentTypeError, InputError
+from camkit._errors import ArgumentTypeError, InputError
 
 Result = TypeVar("Result")
 

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from camlens._errors import InputError
-from camlens._inputs import Preprocessing
-from camlens._metrics import (
+from camkit._errors import InputError
+from camkit._inputs import Preprocessing
+from camkit._metrics import (
     ModelArgument,
     Scorer,
     TargetArgument,
@@ -45,7 +45,7 @@ def _sparse() -> Any:
     except ImportError:
         raise InputError(
             "ROAD solves a sparse linear system with scipy, which is not installed; "
-            "run `pip install camlens[metrics]`"
+            "run `pip install camkit[metrics]`"
         ) from None
     return scipy.sparse
 

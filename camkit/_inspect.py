@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from camlens._engine import _model_device, _model_float_dtype, evaluation_mode
-from camlens._errors import ArgumentTypeError
-from camlens._layers import LayerInfo, probe
-from camlens._models import LoadedModel
+from camkit._engine import _model_device, _model_float_dtype, evaluation_mode
+from camkit._errors import ArgumentTypeError
+from camkit.layers import LayerInfo, probe
+from camkit._models import LoadedModel
 
 
 def list_layers(

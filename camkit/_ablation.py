@@ -17,10 +17,10 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from camlens._engine import evaluation_mode
-from camlens._errors import InputError
-from camlens._perturbation import Progress, Scorer, batch_size_of, selected_channels
-from camlens._registry import PerturbationContext, register_method
+from camkit._engine import evaluation_mode
+from camkit._errors import InputError
+from camkit._perturbation import Progress, Scorer, batch_size_of, selected_channels
+from camkit._registry import PerturbationContext, register_method
 
 # Floor of |y| in the denominator, so that a zero score gives finite weights.
 _EPS = 1e-7

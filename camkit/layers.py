@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from camlens._errors import ArgumentTypeError, LayerNotFoundError
-from camlens._spatial import SpatialView, infer_view, prefix_tokens
+from camkit._errors import ArgumentTypeError, LayerNotFoundError
+from camkit._spatial import SpatialView, infer_view, prefix_tokens
 
 #: Modules whose spatial output is a pooled summary, never the layer a user means by "auto".
 _POOLING_HEADS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
@@ -96,7 +96,7 @@ def resolve_layer(
                 return name
         raise LayerNotFoundError(
             f"`layers` got a {type(spec).__name__} module that is not a submodule of the model; "
-            "pass a module taken from this model, or its name (see camlens.list_layers(model))"
+            "pass a module taken from this model, or its name (see camkit.list_layers(model))"
         )
     if not isinstance(spec, str):
         raise ArgumentTypeError(
@@ -122,7 +122,7 @@ def resolve_layer(
     hint = f" closest: {', '.join(repr(c) for c in close)}." if close else ""
     raise LayerNotFoundError(
         f"`layers` {spec!r} not found in {type(model).__name__};{hint} "
-        "List the layers with camlens.list_layers(model) or `camlens layers --model NAME`."
+        "List the layers with camkit.list_layers(model) or `camkit layers --model NAME`."
     )
 
 
@@ -134,7 +134,7 @@ def _recording(
 ]:
     """Record, for every submodule, the start order of its last call, its output and call count.
 
-    A module that runs several times is placed at its last call, where camlens explains it.
+    A module that runs several times is placed at its last call, where camkit explains it.
     ``first_inputs`` keeps each module's first positional argument at that call.
     """
     started: dict[str, None] = {}  # an ordered set
@@ -227,7 +227,7 @@ def _influential(
 
 def _probe_scores(model_output: object, head_input: object) -> list[torch.Tensor]:
     """The top class score, then a fixed random projection of what the last module reads."""
-    from camlens._engine import logits_of  # the engine imports this module
+    from camkit._engine import logits_of  # the engine imports this module
 
     scores = []
     with suppress(TypeError):
@@ -243,7 +243,7 @@ def probe(model: nn.Module, inputs: torch.Tensor) -> list[LayerInfo]:
     """Run one forward pass on the first image and describe every module, in execution order.
 
     A module called several times is listed at its last call. The automatic layer is the last
-    module whose output has a spatial reading (:mod:`camlens._spatial`) with h*w > 1, skipping
+    module whose output has a spatial reading (:mod:`camkit._spatial`) with h*w > 1, skipping
     pooling heads and modules that pass their input on (Identity, Dropout, Permute); for token
     outputs only normalisation layers count. When that module's output is tokens or
     channels-last, one backward pass drops the candidates whose spatial positions do not

@@ -1,6 +1,6 @@
 """Gradient-free CAMs that run the model on perturbed inputs: the Score-CAM family.
 
-Each method takes a :class:`~camlens._registry.PerturbationContext` and returns raw maps of
+Each method takes a :class:`~camkit._registry.PerturbationContext` and returns raw maps of
 shape (B*K, h, w), rows in (image, class) order, after the final ReLU (the engine upsamples and
 normalises). What makes them fast while exact:
 
@@ -13,7 +13,7 @@ normalises). What makes them fast while exact:
   input is the zero image for every image of the batch: one forward serves them all;
 - one forward gives the scores of all K explained classes (``top_k``).
 
-Ablation-CAM lives in :mod:`camlens._ablation`.
+Ablation-CAM lives in :mod:`camkit._ablation`.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from camlens._engine import evaluation_mode, logits_of
-from camlens._errors import ArgumentTypeError, InputError
-from camlens._registry import PerturbationContext, register_method
+from camkit._engine import evaluation_mode, logits_of
+from camkit._errors import ArgumentTypeError, InputError
+from camkit._registry import PerturbationContext, register_method
 
 #: Perturbed inputs per forward pass when the caller does not choose.
 DEFAULT_BATCH_SIZE = {"cpu": 32, "cuda": 128}

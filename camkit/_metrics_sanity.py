@@ -10,11 +10,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from camlens._engine import _model_device, evaluation_mode, explain
-from camlens._errors import ArgumentTypeError, InputError
-from camlens._inputs import Preprocessing
-from camlens._metrics import ModelArgument, Scorer, TargetArgument, check_images, resolve_classes
-from camlens._models import LoadedModel
+from camkit._engine import _model_device, evaluation_mode, explain
+from camkit._errors import ArgumentTypeError, InputError
+from camkit._inputs import Preprocessing
+from camkit._metrics import ModelArgument, Scorer, TargetArgument, check_images, resolve_classes
+from camkit._models import LoadedModel
 
 #: A method passes when the correlation after the last randomisation step is below this...
 PASS_THRESHOLD = 0.5
@@ -154,7 +154,7 @@ def sanity_check(
         steps: How many blocks to randomise, from the top; by default all.
         seed: Seed of the randomisation and of the perturbation.
         preprocessing: Overrides the model's normalisation.
-        explain_options: More keyword arguments of :func:`camlens.explain` (for example
+        explain_options: More keyword arguments of :func:`camkit.explain` (for example
             ``{"max_channels": 64}`` to make Score-CAM affordable).
 
     Returns:
@@ -164,7 +164,7 @@ def sanity_check(
     options = dict(explain_options or {})
     if not isinstance(network, nn.Module):
         raise ArgumentTypeError(
-            f"`model` must be a torch.nn.Module or camlens.LoadedModel, got {type(model).__name__}"
+            f"`model` must be a torch.nn.Module or camkit.LoadedModel, got {type(model).__name__}"
         )
     scorer = Scorer(model, preprocessing)
     pixels = check_images(images)

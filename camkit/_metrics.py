@@ -1,7 +1,7 @@
 """Faithfulness metrics that score a heatmap by how the model's confidence reacts to it.
 
 Every metric here works on pictures in pixel space, ``(B, 3, H, W)`` floats in [0, 1] (what
-:attr:`camlens.Explanation.images` holds), and normalises them with the model's preprocessing
+:attr:`camkit.Explanation.images` holds), and normalises them with the model's preprocessing
 just before each forward pass, so "remove a pixel" and "multiply by the map" mean the same
 thing for every model. Scores are softmax probabilities of the explained class.
 """
@@ -17,10 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
-from camlens._engine import _model_device, _model_float_dtype, evaluation_mode, logits_of
-from camlens._errors import ArgumentTypeError, InputError
-from camlens._inputs import Preprocessing
-from camlens._models import LoadedModel, _device
+from camkit._engine import _model_device, _model_float_dtype, evaluation_mode, logits_of
+from camkit._errors import ArgumentTypeError, InputError
+from camkit._inputs import Preprocessing
+from camkit._models import LoadedModel, _device
 
 #: RISE removes 224 * 8 pixels per step of a 224 x 224 image: 1/28 of the pixels.
 STEP_FRACTION = 8 / 224
@@ -54,7 +54,7 @@ class Scorer:
         network = model.model if isinstance(model, LoadedModel) else model
         if not isinstance(network, nn.Module):
             raise ArgumentTypeError(
-                f"`model` must be a torch.nn.Module or camlens.LoadedModel, "
+                f"`model` must be a torch.nn.Module or camkit.LoadedModel, "
                 f"got {type(model).__name__}"
             )
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:

@@ -1,4 +1,4 @@
-"""The result of :func:`camlens.explain`."""
+"""The result of :func:`camkit.explain`."""
 
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ class Explanation:
         """The heatmap of image ``index`` blended over it, as a PIL image.
 
         For a guided method (``guided-backprop``, ``guided-gradcam``) the gradient image itself,
-        drawn by :func:`camlens._visualize.guided_image`; ``colormap`` and ``alpha`` do not apply.
+        drawn by :func:`camkit.overlay.guided_image`; ``colormap`` and ``alpha`` do not apply.
 
         Args:
             method: Defaults to the first method asked.
@@ -94,7 +94,7 @@ class Explanation:
             colormap: Any matplotlib colormap name.
             alpha: Weight of the heatmap colour, 0 to 1.
         """
-        from camlens._visualize import _check_index, _guided_of, _map_of, guided_image, overlay
+        from camkit.overlay import _check_index, _guided_of, _map_of, guided_image, overlay
 
         chosen_layer, chosen_method = self._key(
             (layer or self.layers[0], method or self.methods[0])
@@ -109,7 +109,7 @@ class Explanation:
 
     def figure(self, index: int | None = None, colormap: str = "jet", alpha: float = 0.5) -> Figure:
         """A labelled matplotlib figure: original, heatmaps and overlays per layer and class."""
-        from camlens._visualize import explanation_figure
+        from camkit.overlay import explanation_figure
 
         return explanation_figure(self, index=index, colormap=colormap, alpha=alpha)
 
@@ -125,7 +125,7 @@ class Explanation:
         The file is written under a temporary name and renamed into place, so a failure never
         leaves a half-written PNG.
         """
-        from camlens._visualize import figure_to_png_bytes, write_atomically
+        from camkit.overlay import figure_to_png_bytes, write_atomically
 
         target = Path(path)
         png = figure_to_png_bytes(self.figure(index=index, colormap=colormap, alpha=alpha))
@@ -133,7 +133,7 @@ class Explanation:
         return target
 
     def _repr_png_(self) -> bytes:
-        from camlens._visualize import figure_to_png_bytes
+        from camkit.overlay import figure_to_png_bytes
 
         return figure_to_png_bytes(self.figure())
 

@@ -1,6 +1,6 @@
 """The gradient-based and activation-based CAM methods, each a pure function of captured tensors.
 
-Every function takes the :class:`~camlens._registry.LayerTensors` of one layer, with activations
+Every function takes the :class:`~camkit._registry.LayerTensors` of one layer, with activations
 ``A`` and gradients ``G`` of shape (N, C, h, w), and returns a raw map of shape (N, h, w), after the
 final ReLU and before upsampling and normalisation (the engine does both).
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from camlens._registry import LayerTensors, register_method
+from camkit._registry import LayerTensors, register_method
 
 # Added to denominators that are zero only when the map is zero anyway.
 _EPS = 1e-7
@@ -86,7 +86,7 @@ def hirescam(tensors: LayerTensors) -> torch.Tensor:
     Draelos and Carin, "Use HiResCAM instead of Grad-CAM for faithful explanations of
     convolutional neural networks", 2020, https://arxiv.org/abs/2011.08891:
     ``L = sum_k G_k * A_k``. Departure: we apply Grad-CAM's final ReLU so that, like every
-    other camlens map, it shows the evidence for the class (the sign is kept in no method).
+    other camkit map, it shows the evidence for the class (the sign is kept in no method).
     """
     return torch.relu((_gradients(tensors) * tensors.activations).sum(dim=1))
 

@@ -1,7 +1,7 @@
 """Smoothing (noise, test-time augmentation), Smooth Grad-CAM++ and the guided methods' passes.
 
 :func:`explain_extended` runs whatever one plain engine pass cannot: maps averaged over noisy or
-augmented copies of the input, ``smoothgradcam++`` and the guided methods (:mod:`camlens._guided`).
+augmented copies of the input, ``smoothgradcam++`` and the guided methods (:mod:`camkit._guided`).
 
 Where averaging happens: each copy's raw map (the method's output at the layer, before
 normalisation) is upsampled bilinearly to the *original* input resolution and mapped back to the
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from camlens._engine import (
+from camkit._engine import (
     _forward_with_capture,
     _gradients,
     _upsample_and_normalise,
@@ -35,13 +35,13 @@ from camlens._engine import (
     evaluation_mode,
     logits_of,
 )
-from camlens._errors import ArgumentTypeError, InputError
-from camlens._explanation import Explanation
-from camlens._forward import ForwardOptions
-from camlens._guided import GUIDED_METHODS, guided_gradients, saliency, scale_by_max
-from camlens._inputs import Batch
-from camlens._registry import LayerTensors, Method, get_method, register_method
-from camlens._targets import resolve_targets
+from camkit._errors import ArgumentTypeError, InputError
+from camkit._explanation import Explanation
+from camkit._forward import ForwardOptions
+from camkit._guided import GUIDED_METHODS, guided_gradients, saliency, scale_by_max
+from camkit._inputs import Batch
+from camkit._registry import LayerTensors, Method, get_method, register_method
+from camkit._targets import resolve_targets
 
 __all__ = [
     "AUGMENT_SCALES",
@@ -97,7 +97,7 @@ def smoothing_options(
     seed: int,
     noisy_method: bool,
 ) -> Smoothing | None:
-    """Check the smoothing arguments of :func:`camlens.explain`.
+    """Check the smoothing arguments of :func:`camkit.explain`.
 
     Args:
         smooth: ``None``, ``"noise"`` or ``"augment"``.
@@ -266,14 +266,14 @@ def smoothgradcam_plus_plus(tensors: LayerTensors) -> torch.Tensor:
     ``L = ReLU(sum_k w_k A_k)``. ``A`` is the clean image's activation (the map explains the
     clean image; only the derivatives are smoothed). sigma is a fraction of the image's value
     range, as in SmoothGrad; ``explain``'s ``smooth_samples``, ``smooth_sigma`` and ``seed`` set
-    n, sigma and the noise. As in camlens' Grad-CAM++, alpha is 0 where its denominator is 0.
+    n, sigma and the noise. As in camkit' Grad-CAM++, alpha is 0 where its denominator is 0.
 
-    This method needs its own passes over the noisy copies, which :func:`camlens.explain` runs;
+    This method needs its own passes over the noisy copies, which :func:`camkit.explain` runs;
     ``tensors.gradients`` here must already hold the stacked moments (D1, D2, D3).
     """
     if tensors.gradients is None or tensors.gradients.dim() != 5:
         raise RuntimeError(
-            "smoothgradcam++ needs the noisy-gradient moments; compute it with camlens.explain"
+            "smoothgradcam++ needs the noisy-gradient moments; compute it with camkit.explain"
         )
     first, second, third = tensors.gradients.unbind(0)
     activations = tensors.activations

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from camlens._errors import ArgumentTypeError, InputError
+from camkit._errors import ArgumentTypeError, InputError
 
 #: A user's mapping from a layer's raw output to a (B, C, h, w) tensor.
 Reshape = Callable[[torch.Tensor], torch.Tensor]
@@ -46,7 +46,7 @@ _CHANNELS_FIRST_MODULES = (
 
 _HINT = (
     "pass `reshape=` a function mapping the layer's output to (B, C, h, w), or pick another layer "
-    "(see camlens.list_layers(model))"
+    "(see camkit.list_layers(model))"
 )
 
 
@@ -118,7 +118,7 @@ class SpatialView:
         result = raw.detach() - kept + scattered
         if not torch.allclose(self.reshape(result), spatial, rtol=1e-5, atol=1e-6):
             raise InputError(
-                "`reshape` is not an index selection (reshape, permute, slicing), so camlens "
+                "`reshape` is not an index selection (reshape, permute, slicing), so camkit "
                 "cannot write a spatial tensor back into the layer's layout for ablationcam; use "
                 "a reshape made of indexing, reshape and permute only, or other methods"
             )

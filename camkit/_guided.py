@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from camlens._registry import LayerTensors, register_method
-from camlens._targets import resolve_targets
+from camkit._registry import LayerTensors, register_method
+from camkit._targets import resolve_targets
 
 __all__ = ["GUIDED_METHODS", "guided_gradients", "guided_mode", "saliency", "scale_by_max"]
 
@@ -189,7 +189,7 @@ def scale_by_max(maps: torch.Tensor) -> torch.Tensor:
 
 def _needs_explain() -> RuntimeError:
     return RuntimeError(
-        "guided methods need their own pass to the input; compute them with camlens.explain"
+        "guided methods need their own pass to the input; compute them with camkit.explain"
     )
 
 
@@ -199,7 +199,7 @@ def guided_backprop(tensors: LayerTensors) -> torch.Tensor:
 
     Springenberg et al., "Striving for Simplicity: The All Convolutional Net", 2015,
     https://arxiv.org/abs/1412.6806: ``R_l = (f_l > 0) * (R_{l+1} > 0) * R_{l+1}`` at every ReLU.
-    :func:`camlens.explain` computes it with a second forward and backward pass to the input (no
+    :func:`camkit.explain` computes it with a second forward and backward pass to the input (no
     layer tensors are needed): ``Explanation.guided`` holds the signed (3, H, W) gradient image and
     ``Explanation.maps`` its saliency, ``max_c |R_c|`` min-max normalised. The same image is
     stored under every layer asked.
@@ -215,6 +215,6 @@ def guided_gradcam(tensors: LayerTensors) -> torch.Tensor:
     Localization", ICCV 2017, https://arxiv.org/abs/1610.02391, Sec. 3.1:
     ``R * upsample(L_Grad-CAM)``. Departure: the bilinearly upsampled Grad-CAM map is divided by its
     maximum first (the paper leaves the scale open; this keeps the gradient image's units). Computed
-    by :func:`camlens.explain`, like :func:`guided_backprop`.
+    by :func:`camkit.explain`, like :func:`guided_backprop`.
     """
     raise _needs_explain()

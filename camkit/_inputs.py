@@ -14,12 +14,12 @@ from PIL import Image, UnidentifiedImageError
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from camlens._errors import ArgumentTypeError, InputError
+from camkit._errors import ArgumentTypeError, InputError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-#: Shortest side, in pixels, of a picture camlens explains: below it a heatmap says nothing.
+#: Shortest side, in pixels, of a picture camkit explains: below it a heatmap says nothing.
 MIN_IMAGE_SIDE = 8
 
 
@@ -257,7 +257,7 @@ def prepare_batch(inputs: object, preprocessing: Preprocessing) -> Batch:
             raise ArgumentTypeError(
                 f"`inputs` tensor has dtype {tensor.dtype}; pass a normalised float tensor "
                 "(for 0-255 pixels: loaded.preprocessing.normalize(x.float() / 255)), or the "
-                "image itself (PIL image, numpy array or path) to let camlens preprocess it"
+                "image itself (PIL image, numpy array or path) to let camkit preprocess it"
             )
         if tensor.shape[0] == 0:
             raise InputError("`inputs` is an empty batch; pass at least one image")
@@ -306,7 +306,7 @@ def check_model_input(x: torch.Tensor, given: torch.Tensor, model: torch.nn.Modu
         raise InputError(
             f"`inputs` has {channels} channels but the model's first convolution takes "
             f"{expected}; {fix}, or pass the image itself (path, PIL image or array) to let "
-            "camlens convert it"
+            "camkit convert it"
         )
     if x.dtype != given.dtype and not all_finite(x):
         raise InputError(

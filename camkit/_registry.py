@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from camlens._errors import InputError, MethodNotFoundError
-from camlens._forward import ForwardOptions
+from camkit._errors import InputError, MethodNotFoundError
+from camkit._forward import ForwardOptions
 
 if TYPE_CHECKING:
-    from camlens._spatial import SpatialView
+    from camkit._spatial import SpatialView
 
 #: A method maps the captured tensors of one layer (a :class:`LayerTensors`, or a
 #: :class:`PerturbationContext` for perturbation methods) to a raw (N, h, w) map.
@@ -85,7 +85,7 @@ class Method:
         perturbation: Whether ``function`` takes a :class:`PerturbationContext` and runs the
             model on perturbed inputs, returning (B*K, h, w) maps in (image, class) order.
         own_pass: Whether ``explain`` computes the method in passes of its own (the guided
-            methods, ``smoothgradcam++``; see ``camlens._smoothing``), never by calling
+            methods, ``smoothgradcam++``; see ``camkit._smoothing``), never by calling
             ``function`` on one layer's tensors.
     """
 

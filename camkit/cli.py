@@ -1,6 +1,6 @@
-"""The ``camlens`` command: a thin layer over :func:`camlens.explain` and friends.
+"""The ``camkit`` command: a thin layer over :func:`camkit.explain` and friends.
 
-Every command catches camlens errors, ``ValueError``/``TypeError`` and ``OSError`` at its
+Every command catches camkit errors, ``ValueError``/``TypeError`` and ``OSError`` at its
 boundary and prints one line, ``error: <problem>; <how to fix>``, to stderr with exit code 2.
 
 Files are safe: no command writes over one of its inputs, none replaces an existing output
@@ -24,12 +24,12 @@ import click
 import torch
 from tqdm import tqdm
 
-import camlens
-from camlens._errors import CamlensError, LayerNotFoundError, MethodNotFoundError
-from camlens._evaluate import CURVES_FILE, PER_IMAGE_FILE, check_out_dir
-from camlens._registry import get_method
-from camlens._targets import class_index
-from camlens._visualize import get_colormap
+import camkit
+from camkit._errors import CamkitError, LayerNotFoundError, MethodNotFoundError
+from camkit._evaluate import CURVES_FILE, PER_IMAGE_FILE, check_out_dir
+from camkit._registry import get_method
+from camkit._targets import class_index
+from camkit.overlay import get_colormap
 
 __all__ = ["main"]
 
@@ -38,10 +38,10 @@ DEFAULT_MODEL = "efficientnet_lite0"
 TOP_PREDICTIONS = 5
 #: Exit code of every error, the same as click's usage errors.
 ERROR_EXIT_CODE = 2
-#: Exit code of an unexpected failure (a bug, or the model itself raising); set CAMLENS_TRACEBACK=1
+#: Exit code of an unexpected failure (a bug, or the model itself raising); set CAMKIT_TRACEBACK=1
 #: to see its traceback.
 INTERNAL_ERROR_EXIT_CODE = 1
-#: Files `camlens evaluate` writes into --out.
+#: Files `camkit evaluate` writes into --out.
 EVALUATE_OUTPUTS = (PER_IMAGE_FILE, CURVES_FILE, "summary.csv", "summary.md", "curves.png")
 
 Command = TypeVar("Command", bound=Callable[..., Any])
@@ -71,12 +71,12 @@ def _reports_errors(command: Command) -> Command:
         except BrokenPipeError:  # output piped into `head` and closed early: not an error
             sys.stderr.close()
             raise click.exceptions.Exit(0) from None
-        except (CommandError, CamlensError, ValueError, TypeError, OSError) as error:
+        except (CommandError, CamkitError, ValueError, TypeError, OSError) as error:
             message = _message(error)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception as error:  # unexpected: still one line, unless asked for the traceback
-            if os.environ.get("CAMLENS_TRACEBACK"):
+            if os.environ.get("CAMKIT_TRACEBACK"):
                 raise
             click.echo(f"error: {_unexpected(error)}", err=True)
             raise click.exceptions.Exit(INTERNAL_ERROR_EXIT_CODE) from None
@@ -87,29 +87,29 @@ def _reports_errors(command: Command) -> Command:
 
 
 def _unexpected(error: Exception) -> str:
-    """One line for an error camlens did not foresee, with what to do about it."""
+    """One line for an error camkit did not foresee, with what to do about it."""
     text = _one_line(str(error) or type(error).__name__)
     if isinstance(error, torch.cuda.OutOfMemoryError):
         return f"out of memory ({text}); use a smaller --batch-size or --device cpu"
     return (
-        f"unexpected {type(error).__name__}: {text} (rerun with CAMLENS_TRACEBACK=1 for the "
-        "traceback and report it if camlens is at fault)"
+        f"unexpected {type(error).__name__}: {text} (rerun with CAMKIT_TRACEBACK=1 for the "
+        "traceback and report it if camkit is at fault)"
     )
 
 
 def _message(error: Exception) -> str:
     """The one-line text of an expected error."""
-    if isinstance(error, OSError) and not isinstance(error, CamlensError):
+    if isinstance(error, OSError) and not isinstance(error, CamkitError):
         return _describe_os_error(error)
     return _one_line(str(error) or type(error).__name__)
 
 
 def _version() -> str:
-    version = getattr(camlens, "__version__", None)
+    version = getattr(camkit, "__version__", None)
     if version:
         return str(version)
     try:
-        return importlib.metadata.version("camlens")
+        return importlib.metadata.version("camkit")
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
 
@@ -128,7 +128,7 @@ def _check_smoothing(
     methods: Sequence[str], smooth: str | None, samples: int | None, sigma: float | None
 ) -> dict[str, Any]:
     """The library's checks of the smoothing options, before the model loads."""
-    from camlens._smoothing import smoothing_options
+    from camkit._smoothing import smoothing_options
 
     try:
         smoothing_options(smooth, samples, sigma, 0, "smoothgradcam++" in methods)
@@ -189,11 +189,11 @@ def _resolve_target(target: str | None, categories: Sequence[str] | None) -> int
 
 
 def _output_path(out: Path, stem: str, taken: set[Path]) -> Path:
-    """Return ``out/<stem>-camlens.png``, numbered when it would hit an input or earlier output."""
-    candidate = out / f"{stem}-camlens.png"
+    """Return ``out/<stem>-camkit.png``, numbered when it would hit an input or earlier output."""
+    candidate = out / f"{stem}-camkit.png"
     number = 2
     while candidate.resolve() in taken:
-        candidate = out / f"{stem}-camlens-{number}.png"
+        candidate = out / f"{stem}-camkit-{number}.png"
         number += 1
     taken.add(candidate.resolve())
     return candidate
@@ -261,7 +261,7 @@ def _explain_and_save(
     smoothing: dict[str, Any] | None = None,
     perturbation: dict[str, Any] | None = None,
 ) -> Any:
-    explanation = camlens.explain(
+    explanation = camkit.explain(
         loaded,
         str(image),
         methods=tuple(methods),
@@ -292,7 +292,7 @@ _model_option = click.option(
     default=DEFAULT_MODEL,
     show_default=True,
     metavar="NAME",
-    help="Model to explain, as accepted by camlens.load_model.",
+    help="Model to explain, as accepted by camkit.load_model.",
 )
 _device_option = click.option(
     "--device",
@@ -317,7 +317,7 @@ _overwrite_option = click.option(
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(_version(), "--version", prog_name="camlens", message="%(prog)s %(version)s")
+@click.version_option(_version(), "--version", prog_name="camkit", message="%(prog)s %(version)s")
 def main() -> None:
     """Grad-CAM-family heatmaps for PyTorch image classifiers."""
 
@@ -332,7 +332,7 @@ def main() -> None:
     default=("gradcam",),
     show_default=True,
     metavar="M",
-    help="CAM method; repeat for several (see camlens.list_methods()).",
+    help="CAM method; repeat for several (see camkit.list_methods()).",
 )
 @click.option(
     "--layer",
@@ -341,7 +341,7 @@ def main() -> None:
     default=("auto",),
     show_default=True,
     metavar="L",
-    help="Layer to explain; repeat for several (see `camlens layers`).",
+    help="Layer to explain; repeat for several (see `camkit layers`).",
 )
 @click.option(
     "--target",
@@ -441,7 +441,7 @@ def explain(
 ) -> None:
     """Explain images; write one labelled PNG each.
 
-    For every IMAGE, writes <stem>-camlens.png into --out (the picture, then a heatmap and an
+    For every IMAGE, writes <stem>-camkit.png into --out (the picture, then a heatmap and an
     overlay per method, one row per layer and class) and prints the top-5 predictions. An
     existing output is kept unless --overwrite is given; an input is never written over. An
     image that fails is reported and the others are still explained; the command then lists
@@ -449,10 +449,10 @@ def explain(
 
     \b
     Examples:
-      camlens explain cat.jpg
-      camlens explain *.jpg --method gradcam --method gradcam++ --top-k 2 --out heatmaps
-      camlens explain dog.png --model resnet50 --layer layer4 --target "bull mastiff"
-      camlens explain dog.png --method gradcam --method guided-gradcam --smooth noise
+      camkit explain cat.jpg
+      camkit explain *.jpg --method gradcam --method gradcam++ --top-k 2 --out heatmaps
+      camkit explain dog.png --model resnet50 --layer layer4 --target "bull mastiff"
+      camkit explain dog.png --method gradcam --method guided-gradcam --smooth noise
     """  # noqa: D301 - "\b" is click's marker for a paragraph it must not rewrap
     checked_methods = _check_methods(methods)
     smoothing = _check_smoothing(checked_methods, smooth, smooth_samples, smooth_sigma)
@@ -466,7 +466,7 @@ def explain(
     outputs = [_output_path(out, image.stem, taken) for image in images]
     _refuse_existing(outputs, overwrite)
     chosen_weights = None if weights.strip().lower() == "none" else weights
-    loaded = camlens.load_model(model_name, weights=chosen_weights, device=torch_device)
+    loaded = camkit.load_model(model_name, weights=chosen_weights, device=torch_device)
     class_index = _resolve_target(target, getattr(loaded, "categories", None))
     interactive = len(images) > 1 and sys.stderr.isatty()
     failed: list[Path] = []
@@ -491,7 +491,7 @@ def explain(
                     "progress": None if progress else False,
                 },
             )
-        except (CommandError, CamlensError, ValueError, TypeError, OSError, RuntimeError) as error:
+        except (CommandError, CamkitError, ValueError, TypeError, OSError, RuntimeError) as error:
             # One image alone, or a mistake every image would repeat: stop with that one line.
             if len(images) == 1 or isinstance(error, (LayerNotFoundError, MethodNotFoundError)):
                 raise
@@ -517,11 +517,11 @@ def layers(model_name: str) -> None:
     """List a model's layers; * marks the auto choice.
 
     Prints every module in execution order with its type and output shape; pass a name to
-    `camlens explain --layer`.
+    `camkit explain --layer`.
     """
     # Layer names and shapes do not depend on the weights, so nothing is downloaded.
-    loaded = camlens.load_model(model_name, weights=None, device="cpu")
-    infos = camlens.list_layers(loaded)
+    loaded = camkit.load_model(model_name, weights=None, device="cpu")
+    infos = camkit.list_layers(loaded)
     rows = [
         (
             "*" if info.is_auto else " ",
@@ -551,18 +551,18 @@ def _shape_text(shape: Sequence[int] | None, calls: int = 1) -> str:
 @_device_option
 @_reports_errors
 def demo(out: Path, overwrite: bool, device: str) -> None:
-    """Explain the bundled cat photo into camlens-demo.png."""
+    """Explain the bundled cat photo into camkit-demo.png."""
     torch_device = _device(device)
     out = check_out_dir(out)
-    _refuse_existing([out / "camlens-demo.png"], overwrite)
-    sample = importlib.resources.files("camlens") / "data" / "chelsea.png"
+    _refuse_existing([out / "camkit-demo.png"], overwrite)
+    sample = importlib.resources.files("camkit") / "data" / "chelsea.png"
     if not sample.is_file():
         raise CommandError(
-            "the sample image camlens/data/chelsea.png is missing from the installation; "
-            "reinstall camlens"
+            "the sample image camkit/data/chelsea.png is missing from the installation; "
+            "reinstall camkit"
         )
-    loaded = camlens.load_model(DEFAULT_MODEL, device=torch_device)
-    written = out / "camlens-demo.png"
+    loaded = camkit.load_model(DEFAULT_MODEL, device=torch_device)
+    written = out / "camkit-demo.png"
     with importlib.resources.as_file(sample) as image:
         explanation = _explain_and_save(
             loaded,
@@ -605,7 +605,7 @@ def demo(out: Path, overwrite: bool, device: str) -> None:
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
-    default=Path("camlens-evaluation"),
+    default=Path("camkit-evaluation"),
     show_default=True,
     metavar="DIR",
     help="Folder for the CSV files, the table and the plot.",
@@ -666,10 +666,10 @@ def evaluate(
 
     \b
     Examples:
-      camlens evaluate ../shared/data/imagenet-sample --limit 10
-      camlens evaluate photos/ --method gradcam --method center --out scores
+      camkit evaluate ../shared/data/imagenet-sample --limit 10
+      camkit evaluate photos/ --method gradcam --method center --out scores
     """  # noqa: D301 - "\b" is click's marker for a paragraph it must not rewrap
-    from camlens._evaluate import run_evaluate
+    from camkit._evaluate import run_evaluate
 
     if not resume and out.is_dir():
         _refuse_existing([out / name for name in EVALUATE_OUTPUTS], overwrite, " (or --resume)")

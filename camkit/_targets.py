@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from camlens._errors import ArgumentTypeError, InputError
+from camkit._errors import ArgumentTypeError, InputError
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ def class_index(name: str, categories: Sequence[str] | None) -> int:
     if categories is None:
         raise InputError(
             f"`target` {name!r} is a class name but the model's class names are unknown; pass a "
-            "class index, or a model from camlens.load_model which knows its categories"
+            "class index, or a model from camkit.load_model which knows its categories"
         )
     if name in categories:  # exact spelling first: ImageNet has both "Cardigan" and "cardigan"
         return list(categories).index(name)

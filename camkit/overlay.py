@@ -1,6 +1,6 @@
 """Drawing: colour heatmaps, blend them over pictures, and lay out labelled figures.
 
-Nothing here computes a CAM; everything takes the tensors an :class:`~camlens.Explanation`
+Nothing here computes a CAM; everything takes the tensors an :class:`~camkit.Explanation`
 already holds. Figures are built on :class:`matplotlib.figure.Figure` with the Agg canvas, never
 through ``pyplot``, so a loop that draws thousands of figures keeps no global state and leaks none.
 """
@@ -25,13 +25,13 @@ from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
 from PIL import Image
 
-from camlens._errors import ArgumentTypeError, InputError
-from camlens._inputs import to_rgb
+from camkit._errors import ArgumentTypeError, InputError
+from camkit._inputs import to_rgb
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from camlens._explanation import Explanation
+    from camkit._explanation import Explanation
 
 __all__ = [
     "explanation_figure",
