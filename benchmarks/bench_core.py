@@ -25,8 +25,8 @@ import camkit
 METHODS = [
     name
     for name in camkit.list_methods()
-    if not camkit._registry.get_method(name).perturbation
-    and not camkit._registry.get_method(name).own_pass
+    if not camkit.cam.get_method(name).perturbation
+    and not camkit.cam.get_method(name).own_pass
 ]
 
 

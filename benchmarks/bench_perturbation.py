@@ -32,8 +32,8 @@ from torch import nn
 
 import camkit
 from camkit._inputs import Preprocessing, prepare_batch
-from camkit._perturbation import DEFAULT_BATCH_SIZE, distinct_masks
-from camkit._registry import PerturbationContext
+from camkit.engine import PerturbationContext
+from camkit.perturbation import DEFAULT_BATCH_SIZE, distinct_masks
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"
 IMAGE = "n02110185_Siberian_husky.JPEG"

@@ -61,7 +61,7 @@ from torch import nn
 
 import camkit
 from camkit._inputs import Preprocessing, prepare_batch
-from camkit._perturbation import DEFAULT_BATCH_SIZE
+from camkit.perturbation import DEFAULT_BATCH_SIZE
 
 Runner = Callable[[], torch.Tensor]
 
@@ -83,7 +83,7 @@ TORCH_CAM = {
     "layercam": "LayerCAM",
 }
 PYTORCH_GRADCAM = {"gradcam": "GradCAM", "gradcam++": "GradCAMpp"}
-#: Where a peer's map differs from camkit's by definition, not by error (see docs/benchmarks.md).
+#: Where a peer's map differs from camkit's by definition, not by error (see benchmarks/README.md).
 DIFFERENT_DEFINITION = {
     ("pytorch-gradcam", "gradcam++"): "other formula: sum of A*G^3",
     ("torch-cam", "gradcam++"): "other formula: alpha = G^2",

@@ -21,3 +21,7 @@ class LayerNotFoundError(InputError):
 
 class MethodNotFoundError(InputError):
     """A method name is not registered."""
+
+
+class WeightsUnavailableError(InputError):
+    """Pretrained weights cannot be had here (a download offline, or a package not installed)."""

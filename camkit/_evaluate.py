@@ -21,14 +21,12 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 
-from camkit._engine import explain
 from camkit._errors import InputError
 from camkit._inputs import prepare_batch
-from camkit.layers import auto_layer, resolve_layer
 from camkit._metrics import (
     REFERENCE_MAPS,
     Scorer,
@@ -37,10 +35,11 @@ from camkit._metrics import (
     insertion,
     reference_maps,
 )
-from camkit._metrics_road import road
 from camkit._metrics_wnids import IMAGENET_WNIDS
-from camkit._models import LoadedModel
-from camkit._registry import get_method, list_methods
+from camkit.api import explain
+from camkit.cam import get_method, list_methods
+from camkit.layers import auto_layer, resolve_layer
+from camkit.models import LoadedModel
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -237,11 +236,11 @@ def evaluate_folder(
     layers: Sequence[str],
     out: Path,
     *,
-    road_percentages: Sequence[int] = EVALUATE_ROAD_PERCENTAGES,
+    road_percentages: Sequence[int] = (),
     images_per_batch: int = 4,
     batch_size: int = 64,
     resume: bool = False,
-    progress: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
     max_channels: int | None = None,
 ) -> Path:
     """Score ``methods`` at ``layers`` on ``images``; write the CSV files, table and plot.
@@ -255,11 +254,13 @@ def evaluate_folder(
         methods: Registered method names and reference map names.
         layers: Layer names or ``"auto"``.
         out: Output folder (must exist).
-        road_percentages: ROAD's percentages; empty to skip ROAD.
+        road_percentages: ROAD's percentages (e.g. :data:`EVALUATE_ROAD_PERCENTAGES`); empty,
+            the default, skips ROAD, whose sparse solves take minutes per image on a CPU.
         images_per_batch: Images explained and scored together.
         batch_size: Most images per forward pass of the metrics.
         resume: Keep the rows already in ``out`` and skip what they cover.
-        progress: Called with the number of images finished after each batch.
+        progress: Called as ``progress(step, finished)`` when each step of
+            :func:`evaluation_steps` starts (``finished=False``) and ends (``True``).
         max_channels: Per-channel methods perturb only each image's ``max_channels`` channels of
             largest activation mass; their rows are named ``"scorecam (max_channels=N)"``.
 
@@ -293,13 +294,12 @@ def evaluate_folder(
                 batch_size,
                 done,
                 max_channels,
+                progress,
             )
             per_image.writerows(rows)
             curves.writerows(curve_rows)
             per_image_handle.flush()
             curves_handle.flush()
-            if progress is not None:
-                progress(len(chunk))
     return write_summary([per_image_path], [curves_path], out, loaded.name)
 
 
@@ -314,7 +314,9 @@ def _evaluate_chunk(
     batch_size: int,
     done: set[tuple[str, str, str]],
     max_channels: int | None = None,
+    progress: Progress | None = None,
 ) -> tuple[list[dict[str, object]], list[list[object]]]:
+    report = progress if progress is not None else _no_progress
     batch = prepare_batch([str(item.path) for item in chunk], loaded.preprocessing)
     pixels = batch.images
     with torch.inference_mode():
@@ -341,8 +343,12 @@ def _evaluate_chunk(
         for layer in layers:
             limited = max_channels if is_per_channel(method) else None
             label = method if limited is None else f"{method} (max_channels={limited})"
+            step = _explain_step(label, layer, len(layers))
             if all((item.path.name, label, names[layer]) in done for item in chunk):
+                report(step, False)
+                report(step, True)
                 continue  # --resume: every image of the chunk has this row already
+            report(step, False)
             began = time.perf_counter()
             exp = explain(
                 loaded.model,
@@ -356,6 +362,7 @@ def _evaluate_chunk(
             resolved = exp.layers[0]
             maps.append(exp.maps[(resolved, method)])
             keys.append((label, resolved, elapsed))
+            report(step, True)
     for reference in references:
         if all((item.path.name, reference, "-") in done for item in chunk):
             continue
@@ -367,20 +374,34 @@ def _evaluate_chunk(
         for position, (method, layer, _) in enumerate(keys)
         if not all((item.path.name, method, layer) in done for item in chunk)
     ]
+    metric_steps = _metric_steps(bool(road_percentages))
     if not wanted:
+        for step in metric_steps:
+            report(step, False)
+            report(step, True)
         return [], []
     stacked_maps = torch.cat([maps[position] for position in wanted])
     stacked_pixels = pixels.repeat(len(wanted), 1, 1, 1)
     stacked_classes = classes.repeat(len(wanted))
     arguments = (loaded, stacked_pixels, stacked_maps, stacked_classes)
-    confidence = average_drop(*arguments, batch_size=batch_size)
-    deleted = deletion(*arguments, batch_size=batch_size)
-    inserted = insertion(*arguments, batch_size=batch_size)
-    road_result = (
-        road(*arguments, percentages=road_percentages, batch_size=batch_size)
-        if road_percentages
-        else None
-    )
+
+    def measured(step: str, metric: Callable[[], _Result]) -> _Result:
+        report(step, False)
+        result = metric()
+        report(step, True)
+        return result
+
+    confidence = measured(metric_steps[0], lambda: average_drop(*arguments, batch_size=batch_size))
+    deleted = measured(metric_steps[1], lambda: deletion(*arguments, batch_size=batch_size))
+    inserted = measured(metric_steps[2], lambda: insertion(*arguments, batch_size=batch_size))
+    road_result = None
+    if road_percentages:
+        from camkit._metrics_road import road  # numpy and scipy: only when ROAD is asked for
+
+        road_result = measured(
+            metric_steps[3],
+            lambda: road(*arguments, percentages=road_percentages, batch_size=batch_size),
+        )
     rows: list[dict[str, object]] = []
     curve_rows: list[list[object]] = []
     for slot, position in enumerate(wanted):
@@ -422,6 +443,41 @@ def _evaluate_chunk(
                 values = [f"{v:.5f}" for v in curve.scores[flat].tolist()]
                 curve_rows.append([item.path.name, method, layer, kind, *values])
     return rows, curve_rows
+
+
+#: ``progress(step, finished)``: a step of :func:`evaluation_steps` starts or ends.
+Progress = Callable[[str, bool], None]
+_Result = TypeVar("_Result")
+
+
+def _no_progress(step: str, finished: bool) -> None:
+    """The default of ``progress``: report nothing."""
+
+
+def _explain_step(method: str, layer: str, layers: int) -> str:
+    return f"explain {method}" if layers == 1 else f"explain {method} @ {layer}"
+
+
+def _metric_steps(with_road: bool) -> list[str]:
+    return ["Average Drop", "deletion", "insertion", *(["ROAD"] if with_road else [])]
+
+
+def evaluation_steps(
+    images: int,
+    methods: Sequence[str],
+    layers: Sequence[str],
+    *,
+    road_percentages: Sequence[int] = (),
+    images_per_batch: int = 4,
+) -> int:
+    """How many steps :func:`evaluate_folder` reports to ``progress``.
+
+    Per batch of ``images_per_batch`` images: one per explained method and layer, then one per
+    metric (the reference maps cost nothing).
+    """
+    explained = sum(1 for m in methods if m not in REFERENCE_MAPS) * len(layers)
+    per_batch = explained + len(_metric_steps(bool(road_percentages)))
+    return math.ceil(images / images_per_batch) * per_batch
 
 
 def hash_seed(name: str) -> int:
@@ -516,24 +572,219 @@ def _markdown(
         if labelled
         else "no labels (each image explained for its prediction)"
     )
+    # Columns no row has (ROAD when it was not asked for) are left out of the table.
+    shown = [
+        spec
+        for spec in SUMMARY_COLUMNS
+        if any(not math.isnan(float(entry[spec[0]])) for entry in summary)  # type: ignore[arg-type]
+    ]
     lines = [
         f"{len(files)} images, model {model_name or 'unknown'}, {accuracy}.",
         "",
-        "| method | layer | images | " + " | ".join(c[1] for c in SUMMARY_COLUMNS) + " |",
-        "| --- | --- | ---: | " + " | ".join("---:" for _ in SUMMARY_COLUMNS) + " |",
+        "| method | layer | images | " + " | ".join(c[1] for c in shown) + " |",
+        "| --- | --- | ---: | " + " | ".join("---:" for _ in shown) + " |",
     ]
     for entry in summary:
         cells = []
-        for column, _, _, _ in SUMMARY_COLUMNS:
+        for column, _, _, _ in shown:
             value = float(entry[column])  # type: ignore[arg-type]
-            digits = 1 if column in ("drop", "increase", "explain_ms") else 3
-            cells.append("-" if math.isnan(value) else f"{value:.{digits}f}")
+            cells.append("-" if math.isnan(value) else f"{value:.{_digits(column)}f}")
         lines.append(
             f"| {entry['method']} | {entry['layer']} | {entry['images']} | "
             + " | ".join(cells)
             + " |"
         )
+    check = ranking_check(rows)
+    if check:
+        lines += ["", *check]
     return "\n".join(lines) + "\n"
+
+
+def _digits(column: str) -> int:
+    return 1 if column in ("drop", "increase", "explain_ms") else 3
+
+
+# --------------------------------------------------------------------------------------------
+# Is the ranking more than chance?
+# --------------------------------------------------------------------------------------------
+
+#: Two-sided 95% quantiles of Student's t for 1 to 30 degrees of freedom.
+_T_975 = (
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+)  # fmt: skip
+#: Give up counting the images a difference needs beyond this many.
+_MOST_IMAGES = 100_000
+
+
+def t_quantile_975(degrees: int) -> float:
+    """The two-sided 95% quantile of Student's t (a table to 30, then its expansion in 1/df)."""
+    if degrees <= len(_T_975):
+        return _T_975[degrees - 1]
+    z = 1.959964
+    return z + (z**3 + z) / (4 * degrees) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * degrees**2)
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """The difference of two rows of the summary over the images both scored.
+
+    Attributes:
+        images: How many images both rows scored.
+        mean: Mean of the per-image differences (row minus baseline).
+        margin: Half-width of its 95% confidence interval, ``t(n-1) * sd / sqrt(n)``; ``nan``
+            with one image.
+        needed: Images at which a mean difference this size, with this spread, would exceed
+            its margin; ``None`` when the mean is 0 or it would take over 100,000.
+    """
+
+    images: int
+    mean: float
+    margin: float
+    needed: int | None
+
+    @property
+    def resolved(self) -> bool:
+        """Whether the difference is beyond chance (at 95%)."""
+        return not math.isnan(self.margin) and abs(self.mean) > self.margin
+
+
+def paired_difference(values: dict[str, float], baseline: dict[str, float]) -> PairedDifference:
+    """Compare two rows image by image (every row scores the same images, so pair them)."""
+    differences = [values[name] - baseline[name] for name in values.keys() & baseline.keys()]
+    count = len(differences)
+    mean = sum(differences) / count if count else math.nan
+    if count < 2:
+        return PairedDifference(count, mean, math.nan, None)
+    sd = math.sqrt(sum((d - mean) ** 2 for d in differences) / (count - 1))
+    margin = t_quantile_975(count - 1) * sd / math.sqrt(count)
+    needed: int | None = None
+    if mean != 0:
+        # Solve |mean| > t(n-1) sd / sqrt(n) for n, with this mean and sd; start near the
+        # normal-quantile answer and count up (the margin shrinks as n grows).
+        n = max(2, math.floor((1.96 * sd / abs(mean)) ** 2))
+        while n <= _MOST_IMAGES and abs(mean) <= t_quantile_975(n - 1) * sd / math.sqrt(n):
+            n += 1
+        needed = n if n <= _MOST_IMAGES else None
+    return PairedDifference(count, mean, margin, needed)
+
+
+def ranking_check(rows: dict[tuple[str, str, str], dict[str, str]]) -> list[str]:
+    """Markdown lines saying which differences in the summary are within chance.
+
+    Every method is compared with the ``random`` reference map, image by image: a method that
+    does not beat a map that knows nothing about the model says nothing yet. Without ``random``,
+    the two best rows of each metric are compared. A difference counts when its mean exceeds
+    the 95% margin ``t(n-1) * sd / sqrt(n)`` of the per-image differences (a paired t-test);
+    for those that do not, the lines say how many images a difference of the size seen would
+    need, with the spread seen.
+
+    Args:
+        rows: (file, method, layer) -> the per_image.csv row.
+
+    Returns:
+        Lines for summary.md (empty when there is nothing to rank).
+    """
+    table: dict[tuple[str, str], dict[str, dict[str, float]]] = {}
+    for (file, method, layer), row in rows.items():
+        for column, _, scale, _ in SUMMARY_COLUMNS:
+            if column != "explain_ms" and row.get(column, "") != "":
+                values = table.setdefault((method, layer), {}).setdefault(column, {})
+                values[file] = float(row[column]) * scale
+    if len(table) < 2:
+        return []
+    images = len({key[0] for key in rows})
+    if images < 2:
+        return [
+            f"**Too few images to rank these methods:** with {images} image the spread of the "
+            "per-image scores, and so whether any difference is more than chance, cannot be "
+            "estimated; evaluate more images (--limit)."
+        ]
+    baseline = ("random", "-") if ("random", "-") in table else None
+    layers = len({layer for _, layer in table if layer != "-"})
+    lines: list[str] = []
+    for column, header, _, better in SUMMARY_COLUMNS:
+        scored = {key: metric[column] for key, metric in table.items() if column in metric}
+        if len(scored) < 2:
+            continue
+        if baseline is not None and baseline in scored:
+            pairs = [(key, baseline) for key in scored if key[0] not in REFERENCE_MAPS]
+        else:
+            ranked = sorted(
+                scored,
+                key=lambda key: sum(scored[key].values()) / len(scored[key]),
+                reverse=better == "higher",
+            )
+            pairs = [(ranked[0], ranked[1])]
+        compared = [
+            (key, base, paired_difference(scored[key], scored[base])) for key, base in pairs
+        ]
+        unresolved = [item for item in compared if not item[2].resolved]
+        if unresolved:
+            lines.append(
+                _unresolved_line(header, column, compared, unresolved, scored, layers, baseline)
+            )
+    if not lines:
+        against = "random" if baseline is not None else "the runner-up"
+        return [
+            f"Ranking check: every difference from {against} is beyond chance (95% margin of "
+            f"the paired per-image differences, {images} images)."
+        ]
+    return [
+        f"**Warning: too few images for parts of this ranking.** With {images} images these "
+        "differences are within chance: a difference between two rows counts only beyond the "
+        "95% margin t(n-1) × sd / √n of their per-image differences (the same images score "
+        "every row, so they are compared image by image).",
+        "",
+        *lines,
+    ]
+
+
+def _unresolved_line(
+    header: str,
+    column: str,
+    compared: list[tuple[tuple[str, str], tuple[str, str], PairedDifference]],
+    unresolved: list[tuple[tuple[str, str], tuple[str, str], PairedDifference]],
+    scored: dict[tuple[str, str], dict[str, float]],
+    layers: int,
+    baseline: tuple[str, str] | None,
+) -> str:
+    def name(key: tuple[str, str]) -> str:
+        return key[0] if key[1] == "-" or layers < 2 else f"{key[0]} @ {key[1]}"
+
+    def mean(key: tuple[str, str]) -> float:
+        return sum(scored[key].values()) / len(scored[key])
+
+    digits = _digits(column)
+    needs = sorted(item[2].needed for item in unresolved if item[2].needed is not None)
+    # The example is the middle one by images needed, so the count quoted is typical.
+    countable = [item for item in unresolved if item[2].needed is not None] or unresolved
+    example = sorted(countable, key=lambda item: item[2].needed or 0)[(len(countable) - 1) // 2]
+    key, base, difference = example
+    shown = (
+        f"{name(key)} {mean(key):.{digits}f} vs {name(base)} {mean(base):.{digits}f}: "
+        f"{difference.mean:+.{digits}f} ± {difference.margin:.{digits}f}"
+    )
+    if baseline is None:
+        what = f"the best two rows are not told apart ({shown})"
+    elif len(compared) == 1:
+        what = f"{name(key)} is not told apart from {name(base)} ({shown})"
+    else:
+        verb = "is" if len(unresolved) == 1 else "are"
+        what = (
+            f"{len(unresolved)} of {len(compared)} methods {verb} not told apart from "
+            f"{name(base)} (e.g. {shown})"
+        )
+    if needs:
+        typical = needs[(len(needs) - 1) // 2]
+        size = "this size" if len(unresolved) == 1 else "of these sizes"
+        outlook = f"about {typical:,} images would resolve differences {size}"
+        if len(needs) < len(unresolved):
+            outlook += " (some would need more than 100,000: the rows score alike)"
+    else:
+        outlook = "no realistic number of images would: the rows score alike"
+    return f"- {header}: {what}; {outlook}."
 
 
 def _read_rows_plain(paths: Iterable[Path]) -> list[list[str]]:
@@ -649,7 +900,7 @@ def run_evaluate(
     import click
     from tqdm import tqdm
 
-    from camkit._models import load_model
+    from camkit.models import load_model
 
     chosen = check_methods(methods) if methods else default_methods()
     skipped = [] if methods else [m for m in chosen if is_per_channel(m)]
@@ -675,7 +926,15 @@ def run_evaluate(
         f"(labels: {', '.join(f'{k} {v}' for k, v in sources.items())})",
         err=True,
     )
-    with tqdm(total=len(items), desc="evaluating", unit="image") as bar:
+    steps = evaluation_steps(len(items), chosen, layers, road_percentages=percentages)
+    with tqdm(total=steps, desc="evaluating", unit="step") as bar:
+
+        def progress(step: str, finished: bool) -> None:
+            if finished:
+                bar.update(1)
+            else:  # say what runs now: a slow step then does not look stuck
+                bar.set_postfix_str(step)
+
         summary = evaluate_folder(
             loaded,
             items,
@@ -685,7 +944,7 @@ def run_evaluate(
             road_percentages=percentages,
             batch_size=batch_size,
             resume=resume,
-            progress=bar.update,
+            progress=progress,
             max_channels=max_channels,
         )
     click.echo(summary.read_text())

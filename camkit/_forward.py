@@ -10,6 +10,11 @@ the explained layer) ``benchmarks/bench_layout.py`` measured channels-last faste
 all 8 models it tries at batch 8 (0.53x to 0.91x the NCHW time) but slower for ResNet-50 at
 batch 1 (1.05x), so the gradient pass uses it on the CPU from 2 images up.
 
+No autograd before the layers: the gradient with respect to a layer's output depends only on
+what is computed from that output, so the forward runs under ``torch.no_grad()`` and autograd is
+switched on when the explained layers run (at their last call; see :func:`forward_with_capture`).
+The layers before cost what a plain inference forward costs.
+
 Mixed precision: ``torch.autocast`` around the forward (bfloat16 where the device supports it,
 else float16 on CUDA). Captured activations and gradients are turned to float32 before any
 method reads them.
@@ -17,14 +22,17 @@ method reads them.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TypeVar
 
 import torch
+from torch import nn
 
 from camkit._errors import ArgumentTypeError, InputError
+from camkit.hooks import Capture, capturing
 
 Result = TypeVar("Result")
 
@@ -131,3 +139,42 @@ def forward_options(
     else:
         use = channels_last
     return ForwardOptions(use, dtype, device.type)
+
+
+#: Per model, how many times each hooked layer ran in its last forward.
+_CALLS: weakref.WeakKeyDictionary[nn.Module, dict[str, int]] = weakref.WeakKeyDictionary()
+
+
+def forward_with_capture(
+    network: nn.Module,
+    x: torch.Tensor,
+    modules: dict[str, nn.Module],
+    names: list[str],
+    options: ForwardOptions,
+    needs_gradients: bool,
+) -> tuple[object, Capture]:
+    """The capturing forward; with gradients, autograd only from the layers' last calls on.
+
+    A module the model calls several times (EfficientNet's shared activation, at the stem and at
+    the head) is explained at its last call; the call counts of the model's previous forward
+    say which call that is. When a layer ran fewer times than last time, autograd came on too
+    late: the forward runs again with autograd from the start.
+    """
+
+    def forward(inputs: torch.Tensor) -> object:
+        with torch.no_grad():
+            return network(inputs)
+
+    if not needs_gradients:  # Eigen-CAM, Score-CAM...: no autograd graph at all
+        with capturing(modules, names) as capture:
+            return options.call(forward, x), capture
+    known = _CALLS.get(network, {})
+    plan = {name: max(0, known.get(name, 1) - 1) for name in names}
+    with capturing(modules, names, grad_from=plan) as capture:
+        output = options.call(forward, x)
+    if not all(capture.recorded.get(name, True) for name in names):
+        # A layer ran fewer times than last time: autograd came on after its last call.
+        with capturing(modules, names, grad_from={}) as capture:
+            output = options.call(forward, x)
+    _CALLS.setdefault(network, {}).update(capture.calls)
+    return output, capture

@@ -5,14 +5,12 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import functional as TF
 
 from camkit._errors import ArgumentTypeError, InputError
 
@@ -39,11 +37,17 @@ class Preprocessing:
     crop_size: int = 224
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
-    interpolation: InterpolationMode = field(default=InterpolationMode.BILINEAR)
+    #: A torchvision ``InterpolationMode`` or its name ("bilinear", "bicubic"...).
+    interpolation: str = "bilinear"
 
     def pixels(self, image: Image.Image) -> torch.Tensor:
         """Resize and crop an RGB image; return (3, crop, crop) floats in [0, 1]."""
-        image = TF.resize(image, [self.resize_size], interpolation=self.interpolation)
+        # torchvision is imported on first use: it costs as much to import as torch itself.
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms import functional as TF
+
+        interpolation = InterpolationMode(self.interpolation)
+        image = TF.resize(image, [self.resize_size], interpolation=interpolation)
         image = TF.center_crop(image, [self.crop_size])
         return TF.to_tensor(image)
 

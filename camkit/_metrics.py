@@ -17,10 +17,13 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
-from camkit._engine import _model_device, _model_float_dtype, evaluation_mode, logits_of
+from camkit.hooks import evaluation_mode, logits_of
+from camkit.hooks import model_device as _model_device
+from camkit.hooks import model_float_dtype as _model_float_dtype
 from camkit._errors import ArgumentTypeError, InputError
 from camkit._inputs import Preprocessing
-from camkit._models import LoadedModel, _device
+from camkit.models import LoadedModel
+from camkit.models import as_device as _device
 
 #: RISE removes 224 * 8 pixels per step of a 224 x 224 image: 1/28 of the pixels.
 STEP_FRACTION = 8 / 224

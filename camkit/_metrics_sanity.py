@@ -10,11 +10,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from camkit._engine import _model_device, evaluation_mode, explain
+from camkit.api import explain
+from camkit.hooks import evaluation_mode
+from camkit.hooks import model_device as _model_device
 from camkit._errors import ArgumentTypeError, InputError
 from camkit._inputs import Preprocessing
 from camkit._metrics import ModelArgument, Scorer, TargetArgument, check_images, resolve_classes
-from camkit._models import LoadedModel
+from camkit.models import LoadedModel
 
 #: A method passes when the correlation after the last randomisation step is below this...
 PASS_THRESHOLD = 0.5

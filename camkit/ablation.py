@@ -17,10 +17,11 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from camkit._engine import evaluation_mode
 from camkit._errors import InputError
-from camkit._perturbation import Progress, Scorer, batch_size_of, selected_channels
-from camkit._registry import PerturbationContext, register_method
+from camkit.cam import register_method
+from camkit.engine import PerturbationContext
+from camkit.hooks import evaluation_mode
+from camkit.perturbation import Progress, Scorer, batch_size_of, selected_channels
 
 # Floor of |y| in the denominator, so that a zero score gives finite weights.
 _EPS = 1e-7

@@ -1,15 +1,143 @@
 """The gradient-based and activation-based CAM methods, each a pure function of captured tensors.
 
-Every function takes the :class:`~camkit._registry.LayerTensors` of one layer, with activations
+Every function takes the :class:`LayerTensors` of one layer, with activations
 ``A`` and gradients ``G`` of shape (N, C, h, w), and returns a raw map of shape (N, h, w), after the
 final ReLU and before upsampling and normalisation (the engine does both).
 """
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 
-from camkit._registry import LayerTensors, register_method
+from camkit._errors import InputError, MethodNotFoundError
+
+__all__ = [
+    "LayerTensors",
+    "Method",
+    "eigencam",
+    "eigengradcam",
+    "get_method",
+    "gradcam",
+    "gradcam_elementwise",
+    "gradcam_plus_plus",
+    "hirescam",
+    "layercam",
+    "list_methods",
+    "register_method",
+    "xgradcam",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# The registry: methods by name
+# --------------------------------------------------------------------------------------------
+
+#: A method maps the captured tensors of one layer (a :class:`LayerTensors`, or a
+#: :class:`camkit.engine.PerturbationContext` for perturbation methods) to a raw (N, h, w) map.
+MethodFunction = Callable[[Any], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class LayerTensors:
+    """What one forward and one backward pass captured at one layer.
+
+    Attributes:
+        activations: The layer's output, (N, C, h, w).
+        gradients: d(score)/d(activations), (N, C, h, w); ``None`` for gradient-free methods.
+    """
+
+    activations: torch.Tensor
+    gradients: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered CAM method.
+
+    Attributes:
+        name: The name users pass to ``explain(methods=...)``.
+        function: The function computing the raw map.
+        needs_gradients: Whether ``function`` reads ``LayerTensors.gradients``.
+        perturbation: Whether ``function`` takes a
+            :class:`camkit.engine.PerturbationContext` and runs the
+            model on perturbed inputs, returning (B*K, h, w) maps in (image, class) order.
+        own_pass: Whether ``explain`` computes the method in passes of its own (the guided
+            methods, ``smoothgradcam++``; see :mod:`camkit.smoothing`), never by calling
+            ``function`` on one layer's tensors.
+    """
+
+    name: str
+    function: MethodFunction
+    needs_gradients: bool
+    perturbation: bool = False
+    own_pass: bool = False
+
+
+_METHODS: dict[str, Method] = {}
+
+
+def register_method(
+    name: str, *, needs_gradients: bool = True, perturbation: bool = False, own_pass: bool = False
+) -> Callable[[MethodFunction], MethodFunction]:
+    """Register a CAM method under ``name`` (a decorator).
+
+    Args:
+        name: Lower-case name, unique among registered methods.
+        needs_gradients: False for methods that only read activations.
+        perturbation: True for methods that take a
+            :class:`camkit.engine.PerturbationContext` and run the
+            model again (they never need gradients).
+        own_pass: True for methods ``explain`` computes in passes of its own.
+
+    Returns:
+        The decorator, which returns the function unchanged.
+
+    Raises:
+        ValueError: If ``name`` is already registered.
+    """
+
+    def decorator(function: MethodFunction) -> MethodFunction:
+        if name in _METHODS:
+            raise InputError(f"method {name!r} is already registered; pick another name")
+        _METHODS[name] = Method(
+            name, function, needs_gradients and not perturbation, perturbation, own_pass
+        )
+        return function
+
+    return decorator
+
+
+def list_methods() -> list[str]:
+    """Return the names of all registered CAM methods, sorted."""
+    return sorted(_METHODS)
+
+
+def get_method(name: str) -> Method:
+    """Return the registered method called ``name`` (case-insensitive).
+
+    Raises:
+        ValueError: If no method has that name; the message lists the closest names.
+    """
+    if not isinstance(name, str):
+        raise MethodNotFoundError(f"`methods` entries must be strings, got {type(name).__name__}")
+    key = name.strip().lower()
+    if key in _METHODS:
+        return _METHODS[key]
+    close = difflib.get_close_matches(key, list(_METHODS), n=3, cutoff=0.5)
+    hint = f" closest: {', '.join(repr(c) for c in close)}." if close else ""
+    raise MethodNotFoundError(
+        f"unknown method {name!r};{hint} Known methods: {', '.join(list_methods())}."
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The formulas
+# --------------------------------------------------------------------------------------------
 
 # Added to denominators that are zero only when the map is zero anyway.
 _EPS = 1e-7
@@ -114,17 +242,28 @@ def layercam(tensors: LayerTensors) -> torch.Tensor:
 
 
 def _first_component(features: torch.Tensor) -> torch.Tensor:
-    """Projection of each position onto the first principal component, sign fixed.
+    """Projection of each position onto the first principal component, with a sign rule.
+
+    A principal direction has no sign of its own; two rules give it one, so that the same
+    activations always give the same map:
+
+    1. The map correlates positively with the channel-mean map (where the layer is active overall).
+    2. Where that map is rounding noise, the position farthest from the mean is made positive.
+       A LayerNorm output (transformers' ``norm`` layers) has a zero channel mean at every
+       position, so rule 1 would pick the sign from float noise: a batch and a single image
+       could then give opposite maps.
 
     Args:
         features: (N, C, h, w); each of the h*w positions is a sample with C features.
 
     Returns:
-        (N, h, w), oriented so that it correlates positively with the channel mean.
+        (N, h, w), in the dtype of ``features``.
     """
     n, c, h, w = features.shape
-    # float32 is enough here (checked against numpy's float64 SVD in the tests) and twice as fast.
-    samples = features.reshape(n, c, h * w).transpose(1, 2).float()  # (N, hw, C)
+    # float64 so that a top eigenvalue close to the second one still gives the same direction for
+    # the same activations, alone or in a batch (MPS has no float64: float32 there).
+    dtype = torch.float32 if features.device.type == "mps" else torch.float64
+    samples = features.reshape(n, c, h * w).transpose(1, 2).to(dtype)  # (N, hw, C)
     centred = samples - samples.mean(dim=1, keepdim=True)
     if h * w <= c:
         # The hw x hw Gram matrix is the smaller one: its top eigenvector u gives M v = s u.
@@ -132,11 +271,20 @@ def _first_component(features: torch.Tensor) -> torch.Tensor:
         projection = vectors[..., -1] * values[..., -1:].clamp_min(0).sqrt()
     else:
         _, vectors = torch.linalg.eigh(centred.transpose(1, 2) @ centred)
-        projection = centred @ vectors[..., -1:]
-        projection = projection.squeeze(-1)
-    reference = samples.mean(dim=2)
-    reference = reference - reference.mean(dim=1, keepdim=True)
-    sign = torch.where((projection * reference).sum(dim=1, keepdim=True) < 0, -1.0, 1.0)
+        projection = (centred @ vectors[..., -1:]).squeeze(-1)
+    # Rule 1 is decisive when the centred channel-mean map is well above rounding noise (about
+    # 1e-7 of the scale a structureless layer would give it: norm(centred) / C) and not
+    # orthogonal to the projection; ReLU and BatchNorm layers give ratios of 0.1 to 10.
+    tolerance = 1e-4
+    reference = centred.mean(dim=2)
+    reference_norm = reference.norm(dim=1, keepdim=True)
+    agreement = (projection * reference).sum(dim=1, keepdim=True)
+    decisive = (reference_norm > tolerance * centred.flatten(1).norm(dim=1, keepdim=True) / c) & (
+        agreement.abs() > tolerance * reference_norm * projection.norm(dim=1, keepdim=True)
+    )
+    peak = projection.gather(1, projection.abs().argmax(dim=1, keepdim=True))
+    sign = torch.where(decisive, agreement.sign(), peak.sign())
+    sign = torch.where(sign == 0, torch.ones_like(sign), sign)  # an all-zero map stays zero
     return (projection * sign).reshape(n, h, w).to(features.dtype)
 
 
@@ -148,7 +296,15 @@ def eigencam(tensors: LayerTensors) -> torch.Tensor:
     https://arxiv.org/abs/2008.00299: each spatial position is a sample of C channel values, and the
     map is its projection on the first principal direction. Departures: the positions are centred
     first (a principal component proper), and since a principal direction has no sign, we orient
-    it to agree with the mean activation over channels before the ReLU.
+    it to agree with the mean activation over channels (or, after a LayerNorm, where that mean is
+    zero, so that its largest value is positive) before the ReLU.
+
+    Where the result is not determined by the activations: when the top two eigenvalues are
+    equal (or within float rounding of each other), any direction in their plane is a first
+    principal component, and when two positions tie for the largest value with opposite signs, the
+    sign rule is a coin toss. Then a tiny change of the activations (another batch size, another
+    thread count) can change the map completely. With float64 and the rules above this needs an
+    exact tie; it does not happen with the architectures in ``tests/test_architectures.py``.
     """
     return torch.relu(_first_component(tensors.activations))
 
@@ -159,6 +315,6 @@ def eigengradcam(tensors: LayerTensors) -> torch.Tensor:
 
     The class-discriminative variant of Eigen-CAM (Muhammad and Yeasin 2020,
     https://arxiv.org/abs/2008.00299) introduced by pytorch-grad-cam: the first principal component
-    of ``G * A``, oriented and clipped as in :func:`eigencam`.
+    of ``G * A``, oriented and clipped as in :func:`eigencam` (with the same limits).
     """
     return torch.relu(_first_component(_gradients(tensors) * tensors.activations))

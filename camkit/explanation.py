@@ -33,6 +33,9 @@ class Explanation:
         images: ``(B, 3, H, W)`` pictures in [0, 1] the maps lie over (the preprocessed input).
         names: One name per image (its file name stem, or "image i").
         model_name: The model's name, for titles.
+        pretrained: ``False`` when the model has random weights (titles then say so), ``True``
+            for trained ones, ``None`` when unknown (a model passed as a plain ``nn.Module``).
+        layer_types: Layer -> its module type and place in the model, e.g. "Swish, head".
         guided: ``(layer, method) -> (B, 3, H, W)`` signed gradient images of the guided methods
             (``guided-backprop``, ``guided-gradcam``), ``(B, K, 3, H, W)`` with ``top_k``; their
             ``maps`` entry is the saliency ``max_c |image_c|``, min-max normalised.
@@ -50,6 +53,8 @@ class Explanation:
     images: torch.Tensor
     names: list[str]
     model_name: str | None = None
+    pretrained: bool | None = None
+    layer_types: dict[str, str] = field(default_factory=dict)
     guided: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
 
     def _key(self, key: str | tuple[str, str]) -> tuple[str, str]:
@@ -94,7 +99,8 @@ class Explanation:
             colormap: Any matplotlib colormap name.
             alpha: Weight of the heatmap colour, 0 to 1.
         """
-        from camkit.overlay import _check_index, _guided_of, _map_of, guided_image, overlay
+        from camkit.figures import _check_index, _guided_of, _map_of
+        from camkit.overlay import guided_image, overlay
 
         chosen_layer, chosen_method = self._key(
             (layer or self.layers[0], method or self.methods[0])
@@ -109,7 +115,7 @@ class Explanation:
 
     def figure(self, index: int | None = None, colormap: str = "jet", alpha: float = 0.5) -> Figure:
         """A labelled matplotlib figure: original, heatmaps and overlays per layer and class."""
-        from camkit.overlay import explanation_figure
+        from camkit.figures import explanation_figure
 
         return explanation_figure(self, index=index, colormap=colormap, alpha=alpha)
 

@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from camkit._registry import LayerTensors, register_method
 from camkit._targets import resolve_targets
+from camkit.cam import LayerTensors, register_method
 
 __all__ = ["GUIDED_METHODS", "guided_gradients", "guided_mode", "saliency", "scale_by_max"]
 

@@ -14,6 +14,7 @@ from torch import nn
 
 from camkit._errors import ArgumentTypeError, LayerNotFoundError
 from camkit._spatial import SpatialView, infer_view, prefix_tokens
+from camkit.hooks import evaluation_mode, logits_of, model_device, model_float_dtype
 
 #: Modules whose spatial output is a pooled summary, never the layer a user means by "auto".
 _POOLING_HEADS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
@@ -107,22 +108,36 @@ def resolve_layer(
     dotted = _from_underscore(model, spec) if spec else None
     if dotted:
         return dotted
-    candidates = [n for n in names if n]
-    # Compare in the user's own style, and at the same depth first: "layer5" should suggest
-    # "layer4" before "layer3.5", and "features_111" should suggest "features.11".
-    underscored = "." not in spec and "_" in spec
-    styled = {(n.replace(".", "_") if underscored else n): n for n in candidates}
-    depth = spec.count("_" if underscored else ".")
-    same_depth = [k for k in styled if k.count("_" if underscored else ".") == depth]
-    close = difflib.get_close_matches(spec, same_depth, n=3, cutoff=0.6)
-    close += [
-        c for c in difflib.get_close_matches(spec, list(styled), n=3, cutoff=0.6) if c not in close
-    ]
-    close = [styled[c] for c in close[:3]]
-    hint = f" closest: {', '.join(repr(c) for c in close)}." if close else ""
-    raise LayerNotFoundError(
-        f"`layers` {spec!r} not found in {type(model).__name__};{hint} "
-        "List the layers with camkit.list_layers(model) or `camkit layers --model NAME`."
+    raise _layer_not_found(model, spec, [n for n in names if n])
+
+
+def _layer_not_found(model: nn.Module, spec: str, candidates: list[str]) -> LayerNotFoundError:
+    """The error for an unknown layer name: the closest names, else the top-level modules."""
+    # Compare in the user's own style ("features_11" or "features.11"), ignoring leading
+    # underscores ("blocks.3" finds Lite0's "_blocks.3"), and at the same depth first: "layer5"
+    # should suggest "layer4" before "layer3.5", and "features_111" "features.11".
+    underscored = "." not in spec and "_" in spec.strip("_")
+    separator = "_" if underscored else "."
+    styled: dict[str, str] = {}
+    for name in candidates:
+        plain = ".".join(part.lstrip("_") for part in name.split("."))
+        styled.setdefault(plain.replace(".", "_") if underscored else plain, name)
+    wanted = ".".join(part.lstrip("_") for part in spec.split("."))
+    same_depth = [k for k in styled if k.count(separator) == wanted.count(separator)]
+    close: list[str] = []
+    for pool in (same_depth, list(styled)):
+        matches = difflib.get_close_matches(wanted, pool, n=3, cutoff=0.6)
+        close += [c for c in matches if c not in close]
+    if not close:  # nothing alike ("layer4" in an EfficientNet): a looser match
+        close = difflib.get_close_matches(wanted, list(styled), n=3, cutoff=0.4)
+    if close:
+        hint = "closest: " + ", ".join(repr(styled[c]) for c in close[:3])
+    else:
+        top = [n for n in candidates if "." not in n]
+        hint = "no similar name; its top-level modules: " + ", ".join(map(repr, top[:12]))
+    return LayerNotFoundError(
+        f"`layers` {spec!r} not found in {type(model).__name__}; {hint}; list the layers with "
+        "camkit.list_layers(model) or `camkit layers --model NAME`"
     )
 
 
@@ -227,8 +242,6 @@ def _influential(
 
 def _probe_scores(model_output: object, head_input: object) -> list[torch.Tensor]:
     """The top class score, then a fixed random projection of what the last module reads."""
-    from camkit._engine import logits_of  # the engine imports this module
-
     scores = []
     with suppress(TypeError):
         scores.append(logits_of(model_output)[0].max())
@@ -321,3 +334,53 @@ def auto_layer(
         )
     _AUTO_CACHE.setdefault(model, {})[key] = chosen
     return chosen
+
+
+def list_layers(model: nn.Module, input_size: tuple[int, int] | None = None) -> list[LayerInfo]:
+    """Every module of the model in execution order, with its output shape.
+
+    One forward pass on a zero image finds the shapes; the layer that ``layers="auto"`` picks is
+    marked ``is_auto``. The model's training flags are restored afterwards.
+
+    Args:
+        model: A module, or a :class:`camkit.LoadedModel` (its crop size sets the probe's size).
+        input_size: (H, W) of the probe image; defaults to the model's crop size, else 224.
+    """
+    preprocessing = getattr(model, "preprocessing", None)
+    network = getattr(model, "model", model) if not isinstance(model, nn.Module) else model
+    if not isinstance(network, nn.Module):
+        raise ArgumentTypeError(
+            f"`model` must be a torch.nn.Module or camkit.LoadedModel, got {type(model).__name__}"
+        )
+    if isinstance(network, torch.jit.ScriptModule):
+        raise ArgumentTypeError(
+            "`model` is a TorchScript module, whose layers cannot be hooked; load the eager model"
+        )
+    if input_size is None:
+        side = preprocessing.crop_size if preprocessing is not None else 224
+        input_size = (side, side)
+    device, dtype = model_device(network), model_float_dtype(network)
+    x = torch.zeros(1, 3, *input_size, device=device, dtype=dtype)
+    with evaluation_mode(network):
+        return probe(network, x)
+
+
+def describe_layer(model: nn.Module, name: str) -> str:
+    """A layer's module type and place, e.g. ``"ReLU6, head"``: what ``_swish`` means to a learner.
+
+    The place is read from where the module and its submodules sit in ``model.named_modules()``
+    order (the middle of that span): the first tenth is the stem, the last tenth the head, the
+    rest early, middle or late.
+    """
+    names = [n for n, _ in model.named_modules() if n]
+    module = model.get_submodule(name) if name else model
+    if name not in names:
+        return type(module).__name__
+    first = names.index(name)
+    last = max(
+        i for i in range(first, len(names)) if names[i] == name or names[i].startswith(f"{name}.")
+    )
+    depth = (first + last) / 2 / max(1, len(names) - 1)
+    places = ((0.1, "stem"), (0.4, "early"), (0.7, "middle"), (0.9, "late"), (1.01, "head"))
+    place = next(label for limit, label in places if depth < limit)
+    return f"{type(module).__name__}, {place}"

@@ -1,8 +1,8 @@
 """Drawing: colour heatmaps, blend them over pictures, and lay out labelled figures.
 
-Nothing here computes a CAM; everything takes the tensors an :class:`~camkit.Explanation`
-already holds. Figures are built on :class:`matplotlib.figure.Figure` with the Agg canvas, never
-through ``pyplot``, so a loop that draws thousands of figures keeps no global state and leaks none.
+Nothing here computes a CAM: everything takes maps and pictures (tensors, arrays, PIL images);
+:mod:`camkit.figures` lays out an :class:`~camkit.Explanation` with these pieces. Figures are
+built on :class:`matplotlib.figure.Figure` with the Agg canvas, never through ``pyplot``, so a loop that draws thousands of figures keeps no global state and leaks none.
 """
 
 from __future__ import annotations
@@ -11,17 +11,19 @@ import difflib
 import io
 import numbers
 import os
+import textwrap
 from collections.abc import Sequence
 from contextlib import suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import matplotlib
 import numpy as np
 import torch
 import torch.nn.functional as F
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import Colormap
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Colormap, Normalize
 from matplotlib.figure import Figure
 from PIL import Image
 
@@ -31,15 +33,15 @@ from camkit._inputs import to_rgb
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from camkit._explanation import Explanation
-
 __all__ = [
-    "explanation_figure",
+    "NotebookFigure",
+    "add_colorbar",
+    "draw_row",
     "figure_to_png_bytes",
     "get_colormap",
-    "grid",
     "guided_image",
     "heatmap_image",
+    "new_figure",
     "overlay",
 ]
 
@@ -47,6 +49,8 @@ __all__ = [
 PANEL_INCHES = 2.2
 #: Title font size, in points, of every panel.
 TITLE_FONTSIZE = 8
+#: Characters per title line that fit a panel at that font size.
+TITLE_WIDTH = 30
 #: Resolution of the PNGs written by :func:`figure_to_png_bytes`.
 DEFAULT_DPI = 100
 
@@ -293,9 +297,24 @@ def overlay(
 # --------------------------------------------------------------------------------------------
 
 
-def _new_figure(rows: int, columns: int) -> tuple[Figure, np.ndarray]:
+class NotebookFigure(Figure):
+    """A matplotlib figure that shows itself as a picture in Jupyter and Colab, with no magic.
+
+    camkit's figures live on the Agg canvas, outside pyplot (no global state, no leak in a loop),
+    so Jupyter's inline backend never sees them and would print ``<Figure size ...>``. Jupyter
+    asks an object for ``_repr_png_`` when it displays it: this class answers with the PNG, once
+    per display, so there is no duplicate either.
+    """
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", dpi=DEFAULT_DPI)
+        return buffer.getvalue()
+
+
+def new_figure(rows: int, columns: int) -> tuple[Figure, np.ndarray]:
     """Return an Agg figure with a (rows, columns) array of axes, sized for readable panels."""
-    figure = Figure(
+    figure = NotebookFigure(
         figsize=(columns * PANEL_INCHES, rows * (PANEL_INCHES + 0.3)), layout="constrained"
     )
     FigureCanvasAgg(figure)
@@ -305,73 +324,7 @@ def _new_figure(rows: int, columns: int) -> tuple[Figure, np.ndarray]:
     return figure, axes
 
 
-def _check_index(index: int, batch: int, name: str = "index") -> int:
-    if isinstance(index, bool) or not isinstance(index, numbers.Integral):
-        raise ArgumentTypeError(f"`{name}` must be an int, got {type(index).__name__}")
-    if not -batch <= index < batch:
-        raise InputError(
-            f"`{name}` {index} is out of range for a batch of {batch} image(s); "
-            f"use 0 to {batch - 1}"
-        )
-    return int(index) % batch
-
-
-def _batch_size(exp: Explanation) -> int:
-    return int(exp.images.shape[0])
-
-
-def _classes_per_image(exp: Explanation) -> int:
-    """Return K, the number of classes explained per picture."""
-    targets = getattr(exp, "targets", None)
-    if targets is not None:
-        return int(targets.shape[1]) if targets.ndim == 2 else 1
-    first = next(iter(exp.maps.values()))
-    return int(first.shape[1]) if first.ndim == 4 else 1
-
-
-def _map_of(
-    exp: Explanation, layer: str, method: str, index: int, rank: int
-) -> torch.Tensor | None:
-    """Return the (H, W) map of one picture and one explained class, or None if not computed."""
-    maps = exp.maps.get((layer, method))
-    if maps is None:
-        return None
-    return maps[index, rank] if maps.ndim == 4 else maps[index]
-
-
-def _guided_of(
-    exp: Explanation, layer: str, method: str, index: int, rank: int
-) -> torch.Tensor | None:
-    """Return the (C, H, W) gradient image of a guided method, or None for other methods."""
-    images = getattr(exp, "guided", {}).get((layer, method))
-    if images is None:
-        return None
-    return images[index, rank] if images.ndim == 5 else images[index]
-
-
-def _class_text(exp: Explanation, index: int, rank: int) -> str:
-    """Return "tabby 54.3%" for the class explained at (index, rank), or the best we know."""
-    targets = getattr(exp, "targets", None)
-    if targets is None:
-        return "custom target"
-    target = targets[index, rank] if targets.ndim == 2 else targets[index]
-    class_index = int(target)
-    labels = getattr(exp, "labels", None)
-    name = None
-    if labels is not None:
-        name = labels[index][rank]
-    if name is None:
-        categories = getattr(exp, "categories", None)
-        if categories is not None and 0 <= class_index < len(categories):
-            name = categories[class_index]
-    text = f"{name} ({class_index})" if name is not None else f"class {class_index}"
-    probs = getattr(exp, "probs", None)
-    if probs is not None and 0 <= class_index < probs.shape[-1]:
-        text += f" {float(probs[index, class_index]):.1%}"
-    return text
-
-
-def _draw_row(
+def draw_row(
     axes: Sequence[Axes],
     picture: torch.Tensor,
     maps: dict[str, torch.Tensor | None],
@@ -390,8 +343,10 @@ def _draw_row(
     """
     image = _image_to_array(picture)
     size = image.shape[:2]
+    layer = _wrap(layer)
+    class_text = _wrap(class_text)
     axes[0].imshow(_to_uint8(image))
-    axes[0].set_title(f"{heading}\n{layer}\n{class_text}", fontsize=TITLE_FONTSIZE)
+    axes[0].set_title(f"{_wrap(heading)}\n{layer}\n{class_text}", fontsize=TITLE_FONTSIZE)
     count = len(maps)
     for column, (method, heatmap) in enumerate(maps.items(), start=1):
         if heatmap is None:
@@ -408,125 +363,17 @@ def _draw_row(
         overlay_axes.set_title(f"{method} overlay\n{layer}\n{class_text}", fontsize=TITLE_FONTSIZE)
 
 
-def explanation_figure(
-    exp: Explanation,
-    index: int | None = None,
-    colormap: str | Colormap = "jet",
-    alpha: float = 0.5,
-) -> Figure:
-    """Draw an explanation: one row per (picture, layer, explained class).
-
-    Columns: the picture, then one heatmap per method, then one overlay per method. Titles name
-    the model, the layer, the method, the class explained and the model's probability for it.
-
-    Args:
-        exp: The explanation to draw.
-        index: Which picture of the batch to draw; ``None`` draws them all.
-        colormap: A matplotlib colormap name or object.
-        alpha: Weight of the heatmap colour in the overlays, in [0, 1].
-
-    Returns:
-        A figure on the Agg canvas, not registered with pyplot; save it with ``savefig`` or
-        :func:`figure_to_png_bytes`.
-
-    Raises:
-        ValueError: If ``index`` is out of range, ``alpha`` outside [0, 1] or the colormap unknown.
-    """
-    weight = _check_alpha(alpha)
-    cmap = get_colormap(colormap)
-    batch = _batch_size(exp)
-    indices = range(batch) if index is None else [_check_index(index, batch)]
-    classes = _classes_per_image(exp)
-    rows = [(i, layer, rank) for i in indices for layer in exp.layers for rank in range(classes)]
-    figure, axes = _new_figure(len(rows), 1 + 2 * len(exp.methods))
-    model = getattr(exp, "model_name", None) or "model"
-    names = getattr(exp, "names", None)
-    for row, (i, layer, rank) in enumerate(rows):
-        picture = names[i] if names else f"image {i}"
-        # A single picture's default name ("image 0") says nothing, so it is left out.
-        heading = f"{model} · {picture}" if batch > 1 or picture != f"image {i}" else model
-        _draw_row(
-            axes[row],
-            exp.images[i],
-            {method: _map_of(exp, layer, method, i, rank) for method in exp.methods},
-            heading=heading,
-            layer=layer,
-            class_text=_class_text(exp, i, rank),
-            colormap=cmap,
-            alpha=weight,
-            guided={method: _guided_of(exp, layer, method, i, rank) for method in exp.methods},
-        )
-    return figure
+def _wrap(text: str) -> str:
+    """Break a title line that would run into the next panel (at most two lines, then "...")."""
+    return "\n".join(textwrap.wrap(text, TITLE_WIDTH, max_lines=2, placeholder="...")) or text
 
 
-def grid(
-    explanations: Explanation | Sequence[Explanation],
-    names: Sequence[str] | None = None,
-    index: int = 0,
-    colormap: str | Colormap = "jet",
-    alpha: float = 0.5,
-) -> Figure:
-    """Compare explanations side by side, e.g. one per model, in one labelled figure.
-
-    One row per (explanation, layer); columns: the picture, one heatmap per method, one overlay
-    per method (methods missing from an explanation leave blank panels). The first explained
-    class of picture ``index`` is drawn. Titles name the model, the layer, the method, the class
-    and its probability.
-
-    Args:
-        explanations: One explanation or a list of them.
-        names: Row labels, one per explanation; default each explanation's ``model_name``.
-        index: Which picture of each batch to draw.
-        colormap: A matplotlib colormap name or object.
-        alpha: Weight of the heatmap colour in the overlays, in [0, 1].
-
-    Returns:
-        A figure on the Agg canvas, not registered with pyplot.
-
-    Raises:
-        ValueError: If the list is empty, ``names`` has the wrong length, ``index`` is out of
-            range, ``alpha`` is outside [0, 1] or the colormap unknown.
-    """
-    weight = _check_alpha(alpha)
-    cmap = get_colormap(colormap)
-    items: list[Explanation] = (
-        [cast("Explanation", explanations)]
-        if hasattr(explanations, "maps")
-        else list(cast("Sequence[Explanation]", explanations))
-    )
-    if not items:
-        raise InputError("`explanations` is empty; pass at least one Explanation")
-    if names is None:
-        labels = [getattr(exp, "model_name", None) or f"model {n}" for n, exp in enumerate(items)]
-    else:
-        if isinstance(names, str):
-            names = [names]
-        labels = [str(name) for name in names]
-        if len(labels) != len(items):
-            raise InputError(
-                f"`names` has {len(labels)} entries for {len(items)} explanation(s); "
-                "give one name per explanation or leave it out"
-            )
-    indices = [_check_index(index, _batch_size(exp)) for exp in items]
-    methods: list[str] = []
-    for exp in items:
-        methods.extend(m for m in exp.methods if m not in methods)
-    rows = [(n, layer) for n, exp in enumerate(items) for layer in exp.layers]
-    figure, axes = _new_figure(len(rows), 1 + 2 * len(methods))
-    for row, (n, layer) in enumerate(rows):
-        exp, i = items[n], indices[n]
-        _draw_row(
-            axes[row],
-            exp.images[i],
-            {method: _map_of(exp, layer, method, i, 0) for method in methods},
-            heading=labels[n],
-            layer=layer,
-            class_text=_class_text(exp, i, 0),
-            colormap=cmap,
-            alpha=weight,
-            guided={method: _guided_of(exp, layer, method, i, 0) for method in methods},
-        )
-    return figure
+def add_colorbar(figure: Figure, axes: np.ndarray, colormap: Colormap) -> None:
+    """A colour bar beside the panels saying what high and low mean."""
+    mappable = ScalarMappable(norm=Normalize(0, 1), cmap=colormap)
+    bar = figure.colorbar(mappable, ax=list(axes.flat), shrink=0.8, aspect=30, pad=0.01)
+    bar.set_ticks([0, 1], labels=["low:\nno evidence", "high: strongest\nevidence for\nthe class"])
+    bar.ax.tick_params(labelsize=TITLE_FONTSIZE - 1)
 
 
 def figure_to_png_bytes(figure: Figure, dpi: int = DEFAULT_DPI) -> bytes:

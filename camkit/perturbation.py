@@ -1,6 +1,6 @@
 """Gradient-free CAMs that run the model on perturbed inputs: the Score-CAM family.
 
-Each method takes a :class:`~camkit._registry.PerturbationContext` and returns raw maps of
+Each method takes a :class:`~camkit.cam.PerturbationContext` and returns raw maps of
 shape (B*K, h, w), rows in (image, class) order, after the final ReLU (the engine upsamples and
 normalises). What makes them fast while exact:
 
@@ -13,7 +13,161 @@ normalises). What makes them fast while exact:
   input is the zero image for every image of the batch: one forward serves them all;
 - one forward gives the scores of all K explained classes (``top_k``).
 
-Ablation-CAM lives in :mod:`camkit._ablation`.
+Ablation-CAM lives in :mod:`camkit.ablation`.
+
+Gradient-free CAMs: Score-CAM, SS-CAM, IS-CAM, Ablation-CAM
+-----------------------------------------------------------
+
+These methods never take a gradient: they run the model again on perturbed inputs and weigh each
+channel of the layer by what the perturbation does to the explained score. They are slower than
+Grad-CAM (one forward per distinct channel instead of one backward), faithful where gradients are
+noisy or saturated, and in camkit exact to their papers and as fast as the hardware allows.
+
+```python
+import camkit
+
+model = camkit.load_model("efficientnet_lite0")
+explanation = camkit.explain(model, "dog.png", methods=["scorecam", "ablationcam"])
+explanation = camkit.explain(model, "dog.png", methods="scorecam", top_k=3, batch_size=64)
+explanation = camkit.explain(model, "dog.png", methods="scorecam", max_channels=256)  # approx.
+```
+
+```
+camkit explain dog.png --method scorecam --batch-size 64 --no-progress
+camkit explain dog.png --method ablationcam --max-channels 256
+```
+
+Every option of `explain` works with them: several layers, `top_k` (all K classes come out of the
+same masked forwards), a class name or index per image, a callable `target` (it is called on the
+output of each batch of perturbed images and must score every row on its own, e.g.
+`lambda out: out[:, 3]`), token layers of vision transformers (the maps are read through the same
+spatial view as the gradient methods).
+
+## Methods
+
+Notation: `A_k` the k-th channel of the layer (h x w), `Up` bilinear upsampling to the input size
+(`align_corners=False`), `s` min-max normalisation to [0, 1] (a constant map gives 0), `X` the
+input, `f_c` the explained score: the target class's **pre-softmax logit**, or the callable
+target's value. Every map is `L = ReLU(sum_k w_k A_k)`, then upsampled and normalised by the
+engine like every other method.
+
+| name | paper | channel weight `w_k` |
+| --- | --- | --- |
+| `scorecam` | Wang et al., *Score-CAM: Score-Weighted Visual Explanations for Convolutional Neural Networks*, CVPRW 2020, [arXiv:1910.01279](https://arxiv.org/abs/1910.01279), Algorithm 1 | `softmax_k(f_c(X * M_k))`, `M_k = s(Up(A_k))` |
+| `sscam` | Wang, Naidu et al., *SS-CAM: Smoothed Score-CAM for Sharper Visual Feature Localization*, 2020, [arXiv:2006.14255](https://arxiv.org/abs/2006.14255) | `softmax_k((1/N) sum_i f_c(X * (M_k + delta_i)))`, `delta_i ~ N(0, 2^2)`, N = 10 |
+| `iscam` | Naidu et al., *IS-CAM: Integrated Score-CAM for axiomatic-based explanations*, 2020, [arXiv:2010.03023](https://arxiv.org/abs/2010.03023) | `softmax_k((1/N) sum_i f_c(X * c_i M_k))`, `c_i = sum_{j<=i} j/N`, N = 10 |
+| `ablationcam` | Desai and Ramaswamy, *Ablation-CAM: Visual Explanations for Deep Convolutional Network via Gradient-free Localization*, WACV 2020 | `(y - y_k) / max(abs(y), 1e-7)`, `y_k` the score with channel k zeroed |
+
+Choices and departures, each also in the function's docstring:
+
+- **Which score.** Score-CAM's Algorithm 1 uses the logit `f_c` and a softmax over channels; the
+  baseline term `f_c(X_b)` is the same for every channel and cancels in the softmax, so no
+  baseline forward is run. (The authors' public code instead weights each channel by the class's softmax probability of the masked input; we follow the paper, as pytorch-grad-cam and torch-cam do: the benchmark's r = 1.000 with them.) SS-CAM and IS-CAM use the same score.
+- **Constant channels.** `s` of a constant map is 0/0 in the paper; we use the all-zero mask, so the
+  channel scores the all-zero input (the mean colour, for a mean-normalised model input).
+- **SS-CAM noise.** The N noise fields are drawn from a fixed seed once per call and shared by all
+  channels and images (common random numbers): the map is reproducible, channels are compared
+  under the same noise, and identical masks still need one set of forwards.
+- **IS-CAM steps.** The mask is accumulated (`M <- M + (i/N) M_k`), so step i uses `c_i M_k`
+  with `c_i = sum_{j<=i} j/N` = 0.1, 0.3, ..., 5.5 for N = 10, applied as `X * c_i M_k` (no
+  baseline). What this rests on: the paper's PDF text of Algorithm 1 could not be read from this
+  project's machines; the accumulation, the `X * M` form and N = 10 match the IS-CAM notebook in
+  the authors' repository (`ankitaghosh9/Variations-on-Score-CAM`, `Resnet18_trial_visualize.ipynb`,
+  class `IS_CAM`) and torch-cam's `ISCAM`. Where that notebook differs from camkit: it scores each
+  step with the class's softmax probability, averages the ten probabilities and uses the average as
+  the channel weight directly (no softmax over channels), skips constant channels, and sums the
+  upsampled activations before the ReLU. camkit keeps the Score-CAM paper's logit and channel
+  softmax for the whole family (as torch-cam does), so its IS-CAM map can differ from the
+  notebook's; we have not measured by how much.
+- **Ablation-CAM with a negative score.** The paper divides by `y`. When the explained logit is
+  negative, that flips the sign of every weight and the map shows the channels whose removal
+  *raises* the score (pytorch-grad-cam's AblationCAM has this sign swap). We divide by
+  `max(|y|, 1e-7)`: for `y > 0` it is the paper's formula; for `y <= 0` a channel whose removal
+  lowers the score still counts *for* the class. Since the map is min-max normalised afterwards,
+  the positive scale changes nothing else. `tests/test_perturbation.py` checks this on a model
+  whose target logit is -8.
+
+## Speed, while exact
+
+- Masked inputs are built chunk by chunk, `batch_size` per forward (default 32 on CPU, 128 on
+  CUDA), never all B x C at once, and run under `torch.inference_mode` (Ablation-CAM: `no_grad`).
+- **Distinct masks only.** Each channel's low-resolution map is min-max normalised; channels with
+  exactly equal normalised maps have equal masks (the mask is computed from the normalised map:
+  `s(Up(s(A))) = s(Up(A))`), so they are forwarded once and share the score. A constant channel
+  (all zero after a ReLU, or saturated at 6 after a ReLU6) has the zero mask, whose masked input is
+  the zero image for *every* image of the batch: one forward in total. On the pretrained
+  EfficientNet-Lite0's last layer, 27-60 % of the 1,280 channels are constant for a given image.
+- **One forward, all classes.** With `top_k=K` each masked forward gives the K scores.
+- **Channels-last input.** On the CPU the masked batches are handed to the model in channels-last
+  memory layout (`(B, H, W, C)` in memory, same shape), where oneDNN's convolutions are faster:
+  at 32 images per no-grad forward on 2 cores, ResNet-18 1.4x (151.4 against 110.6 ms per
+  image), ResNet-50 1.5x (94.9 against 64.0 ms) and Lite0 1.5x (37.0 against 24.6 ms), from the
+  NCHW and channels-last floors of `benchmarks/bench_perturbation.py` (outputs in
+  [benchmarks/](benchmarks/)). Only the
+  input's layout changes, never the model; a model that cannot take it (a `.view` that needs NCHW
+  strides) is run again on the usual layout, once, and camkit keeps to it for the call.
+  `channels_last=False` turns it off, `True` also uses it for the gradient pass (see the README's
+  speed options).
+- **Ablation-CAM** skips all-zero channels (zeroing them changes nothing, `y_k = y`) and, where the
+  network allows it, runs the image once up to the layer and the ablated copies only after it (the
+  hook hands the rest of the network a batch of copies). The first chunk checks this against the
+  plain way (the image repeated, each copy ablated) and falls back to the plain way when the
+  network cannot take it, e.g. EfficientNet-Lite0, whose head reshapes with the input's batch size,
+  or a layer whose output is concatenated with an earlier tensor.
+- A tqdm progress bar appears when the forwards of a call are estimated to take over a second and
+  stderr is a terminal; `progress=False` (CLI `--no-progress`) turns it off, `progress=True` shows
+  it off a terminal too.
+
+Options of `explain` (and the CLI):
+
+| option | CLI | meaning |
+| --- | --- | --- |
+| `batch_size=N` | `--batch-size N` | perturbed images per forward (memory vs. speed) |
+| `max_channels=N` | `--max-channels N` | approximation: only each image's N channels of largest activation mass (sum over positions) are masked or ablated; the others get weight 0 (for the Score-CAM family the softmax runs over the N) |
+| `progress=None/False/True` | `--progress/--no-progress` | progress bar when slow and on a terminal / never / also off a terminal |
+| `channels_last=None/False/True` | - | channels-last input for the masked forwards on CPU (default) / never / also for the gradient pass |
+| `amp=False/True/"bf16"/"fp16"` | - | run the forwards under `torch.autocast` (see the README's speed options for the measured tolerance) |
+
+## Measured speed
+
+`python benchmarks/bench_perturbation.py` (ResNet-50 at layer4 with random weights and the
+pretrained Lite0 at its last layer; `--quick` swaps in ResNet-18; `--skip WORD` leaves out
+runners, `--repeats N`), batch 1, one real image, its top class, every library on the same model,
+input, target and layer, interleaved with the floors. The results, with the machine's load and
+the reading of each goal, are in the README's speed section; the raw outputs are in
+[benchmarks/](benchmarks/) (`bench_perturbation_*_cpu.txt`).
+
+Two things to know when reading them:
+
+- pytorch-grad-cam does not compute the same map on Lite0: the model calls its `_swish` module
+  twice (after the stem and at the head), and pytorch-grad-cam keeps the first call's activation,
+  so it explains the 32-channel stem instead of the last layer (33 rows, r = 0.37). camkit and
+  torch-cam explain the last call. Its AblationCAM crashes there: it swaps the `_swish` module
+  for its ablation layer, which Lite0 also calls after the stem, and leaves it swapped (the
+  benchmark puts the module back).
+- On random-weight ResNets almost every channel is distinct, so Score-CAM runs as many forwards
+  as the peers; camkit's lead there comes from the channels-last input (less CPU time per
+  forward), not from skipping work.
+
+## `max_channels` fidelity
+
+Command: `.venv/bin/python benchmarks/perturbation_fidelity.py --images 3 --channels 32 128 256`
+(pretrained EfficientNet-Lite0, last layer `_swish`, each image's top class, three images spread
+over `../shared/data/imagenet-sample`: tench, wood rabbit, mobile home; exact Score-CAM runs
+700-ish forwards per image, so a larger sample did not fit the busy 2-core machine; rerun with
+`--images 100` for the whole sample). `r` is the Pearson correlation between the `max_channels`
+map and the exact map, both at 224 x 224 after upsampling and normalisation.
+
+| max_channels | Pearson r, mean | r, min | seconds / image (median, busy machine) |
+| --- | --- | --- | --- |
+| exact (all 1,280) | 1 | 1 | 359.9 |
+| 32 | 0.998 | 0.996 | 17.6 |
+| 128 | 1.000 | 0.999 | 79.4 |
+| 256 | 1.000 | 1.000 | 168.2 |
+
+On this model the few channels with the most activation carry the map: `max_channels=32` is
+20x faster and visually the same map (r >= 0.996). The approximation is opt-in because nothing
+guarantees this on another model or layer; measure it there with the same script.
 """
 
 from __future__ import annotations
@@ -26,9 +180,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from camkit._engine import evaluation_mode, logits_of
 from camkit._errors import ArgumentTypeError, InputError
-from camkit._registry import PerturbationContext, register_method
+from camkit.cam import register_method
+from camkit.engine import PerturbationContext
+from camkit.hooks import evaluation_mode, logits_of
 
 #: Perturbed inputs per forward pass when the caller does not choose.
 DEFAULT_BATCH_SIZE = {"cpu": 32, "cuda": 128}

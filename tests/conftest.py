@@ -15,8 +15,8 @@ import camkit
 ONE_PASS_METHODS = [
     name
     for name in camkit.list_methods()
-    if not camkit._registry.get_method(name).perturbation
-    and not camkit._registry.get_method(name).own_pass
+    if not camkit.cam.get_method(name).perturbation
+    and not camkit.cam.get_method(name).own_pass
 ]
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -160,5 +160,5 @@ def test_bench_layout_measures_both_layouts_and_prints_the_rule(
         cells = [cell.strip() for cell in row.strip("|").split("|")]
         nchw, last, ratio = float(cells[2]), float(cells[3]), float(cells[4])
         assert nchw > 0 and last > 0
-        assert ratio == pytest.approx(last / nchw, abs=0.006)
+        assert ratio == pytest.approx(last / nchw, rel=0.03, abs=0.006)  # times are printed rounded
         assert cells[5] == picked

@@ -15,12 +15,16 @@ from camkit import metrics
 from camkit._evaluate import (
     LabelledImage,
     evaluate_folder,
+    evaluation_steps,
     find_images,
     hash_seed,
+    paired_difference,
+    ranking_check,
+    t_quantile_975,
     write_summary,
 )
-from camkit._models import imagenet_categories
 from camkit.cli import main
+from camkit.models import imagenet_categories
 
 from .conftest import SmallCNN, shared_path
 
@@ -217,8 +221,124 @@ def test_write_summary_merges_runs_counting_each_row_once(tmp_path: Path) -> Non
     assert float(row["increase"]) == pytest.approx(50.0)
     assert float(row["insertion_auc"]) == pytest.approx(0.6)
     markdown = (tmp_path / "summary.md").read_text()
-    assert "| gradcam | l | 2 | 30.0 | 50.0 | 0.200 | 0.600 | - | - | 4.0 |" in markdown
+    # No row has ROAD scores: its columns are left out of the table (the CSV keeps them).
+    assert "| gradcam | l | 2 | 30.0 | 50.0 | 0.200 | 0.600 | 4.0 |" in markdown
+    assert "ROAD" not in markdown and "road_morf" in (tmp_path / "summary.csv").read_text()
     assert "50% top-1 on the 2 labelled images" in markdown
+
+
+# ------------------------------------------------------------------------------------------
+# Progress and the ranking check
+# ------------------------------------------------------------------------------------------
+
+
+def test_progress_reports_each_method_and_metric(
+    tmp_path: Path, tiny_model: camkit.LoadedModel
+) -> None:
+    paths = [write_image(tmp_path / "images" / f"img{i}.png", i) for i in range(3)]
+    items = [LabelledImage(p, None, "prediction") for p in paths]
+    out = tmp_path / "out"
+    out.mkdir()
+    events: list[tuple[str, bool]] = []
+    methods = ["gradcam", "layercam", "random"]
+    options = {"road_percentages": (50,), "images_per_batch": 2}
+    evaluate_folder(
+        tiny_model, items, methods, ["block"], out, progress=lambda *e: events.append(e), **options
+    )
+    per_batch = [
+        "explain gradcam",
+        "explain layercam",
+        "Average Drop",
+        "deletion",
+        "insertion",
+        "ROAD",
+    ]
+    # Each step is announced when it starts, then counted when it ends; two batches of images.
+    expected = [(step, finished) for step in per_batch for finished in (False, True)] * 2
+    assert events == expected
+    assert evaluation_steps(3, methods, ["block"], **options) == len(expected) // 2 == 12
+    assert evaluation_steps(3, methods, ["block"], images_per_batch=2) == 10  # no ROAD
+
+
+def test_road_is_off_unless_asked(tmp_path: Path, tiny_model: camkit.LoadedModel) -> None:
+    path = write_image(tmp_path / "img0.png", 0)
+    out = tmp_path / "out"
+    out.mkdir()
+    evaluate_folder(tiny_model, [LabelledImage(path, 1, "labels.csv")], ["center"], ["auto"], out)
+    (row,) = read_csv(out / "per_image.csv")
+    assert row["road_morf"] == "" and row["deletion_auc"] != ""
+
+
+def _rows(values: dict[str, list[float]], column: str = "drop") -> dict:
+    """per_image rows for (method -> one value per image), one metric filled in."""
+    rows = {}
+    for method, scores in values.items():
+        layer = "-" if method in ("random", "center") else "l"
+        for index, value in enumerate(scores):
+            row = {c: "" for c in ("drop", "increase", "deletion_auc", "insertion_auc")}
+            row[column] = str(value)
+            rows[(f"img{index}.png", method, layer)] = row
+    return rows
+
+
+def test_paired_difference_by_hand() -> None:
+    # Differences 1, 2, 3: mean 2, sd 1, margin t(2) / sqrt(3) = 4.303 / 1.732 = 2.484.
+    difference = paired_difference({"a": 1.0, "b": 2.0, "c": 3.0}, {"a": 0, "b": 0, "c": 0})
+    assert difference.images == 3 and difference.mean == 2.0
+    assert difference.margin == pytest.approx(4.303 / 3**0.5, abs=1e-3)
+    assert not difference.resolved
+    # n = 4 is the first where 2 > t(n-1) / sqrt(n): 3.182 / 2 = 1.591 (n = 3 gives 2.484).
+    assert difference.needed == 4
+    # Paired: the images differ widely, the method beats the baseline on each by 1 +- 0.1.
+    base = {"a": 0.0, "b": 50.0, "c": 100.0, "d": 25.0}
+    ahead = {"a": 1.1, "b": 50.9, "c": 101.0, "d": 26.0}
+    assert paired_difference(ahead, base).resolved
+    assert paired_difference({"a": 1.0}, {"a": 0.0}).needed is None  # no spread from one image
+    assert t_quantile_975(10) == pytest.approx(2.228, abs=1e-3)
+    assert t_quantile_975(40) == pytest.approx(2.021, abs=1e-3)  # past the table: the expansion
+    assert t_quantile_975(120) == pytest.approx(1.980, abs=1e-3)
+
+
+def test_ranking_check_warns_on_three_images_and_says_how_many_are_needed() -> None:
+    # As seen on 3 real images: random "beats" gradcam on Average Drop, within chance.
+    rows = _rows({"gradcam": [0.30, 0.45, 0.26], "random": [0.10, 0.20, 0.17]})
+    lines = ranking_check(rows)
+    text = "\n".join(lines)
+    assert "too few images" in text and "With 3 images" in text
+    line = next(line for line in lines if line.startswith("- Average Drop"))
+    # gradcam - random = 20, 25, 9 (%): mean 18.0, sd 8.19, margin 4.303 * 8.19 / sqrt(3) = 20.3.
+    assert (
+        "gradcam is not told apart from random (gradcam 33.7 vs random 15.7: +18.0 ± 20.3)" in line
+    )
+    # With this mean and sd, n = 4 gives 3.182 * 8.19 / 2 = 13.0 < 18.0: about 4 images.
+    assert "about 4 images would resolve" in line
+
+
+def test_ranking_check_is_quiet_when_the_differences_hold() -> None:
+    gradcam = [0.10 + 0.01 * (i % 3) for i in range(20)]
+    random = [0.50 + 0.02 * (i % 5) for i in range(20)]
+    lines = ranking_check(_rows({"gradcam": gradcam, "random": random}))
+    assert lines == [
+        "Ranking check: every difference from random is beyond chance (95% margin of the "
+        "paired per-image differences, 20 images)."
+    ]
+    one = ranking_check(_rows({"gradcam": [0.1], "random": [0.5]}))
+    assert one[0].startswith("**Too few images to rank these methods:** with 1 image")
+    # Without the random reference, the best two rows are compared.
+    close = ranking_check(_rows({"gradcam": [0.10, 0.30, 0.20], "layercam": [0.11, 0.28, 0.22]}))
+    assert any("the best two rows are not told apart" in line for line in close)
+    # Several methods against random: counted, with a typical example.
+    many = ranking_check(
+        _rows(
+            {
+                "a": [0.3, 0.4, 0.2],
+                "b": [0.9, 0.8, 0.85],
+                "c": [0.31, 0.1, 0.4],
+                "random": [0.3] * 3,
+            }
+        )
+    )
+    assert any("2 of 3 methods are not told apart from random (e.g. " in line for line in many)
 
 
 # ------------------------------------------------------------------------------------------

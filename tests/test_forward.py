@@ -170,11 +170,11 @@ def test_gradient_free_call_builds_no_graph_and_reads_values_before_inplace_relu
     finally:
         handle.remove()
     assert tracked == [False]  # Eigen-CAM needs no gradient: no autograd graph was recorded
-    eigencam = camkit._registry.get_method("eigencam").function
+    eigencam = camkit.cam.get_method("eigencam").function
     with torch.no_grad():
         before_relu = model[0](x)
-    expected = eigencam(camkit._registry.LayerTensors(before_relu, None))
-    after_relu = eigencam(camkit._registry.LayerTensors(before_relu.clamp_min(0), None))
+    expected = eigencam(camkit.cam.LayerTensors(before_relu, None))
+    after_relu = eigencam(camkit.cam.LayerTensors(before_relu.clamp_min(0), None))
     raw = explanation.raw[("0", "eigencam")]
     torch.testing.assert_close(raw, expected, atol=1e-5, rtol=1e-4)
     assert not torch.allclose(raw, after_relu, atol=1e-3)

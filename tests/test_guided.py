@@ -12,7 +12,7 @@ from PIL import Image
 from torch import nn
 
 import camkit
-from camkit._guided import guided_mode
+from camkit.guided import guided_mode
 from camkit.overlay import guided_image
 from tests.conftest import shared_path
 

@@ -293,7 +293,8 @@ def test_without_the_lock_one_call_reads_the_others_activations(
     model = Watched(pause=pause)
     images = _images(2)
     expected = camkit.explain(model, images[0], layers="inner.block")
-    monkeypatch.setattr("camkit._engine.serialised", lambda _model: nullcontext())
+    monkeypatch.setattr("camkit.api.serialised", lambda _model: nullcontext())
+    monkeypatch.setattr("camkit.hooks.serialised", lambda _model: nullcontext())
     outcome: dict[str, object] = {}
 
     def first() -> None:

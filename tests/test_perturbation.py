@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.resources
 import json
 from pathlib import Path
 
@@ -368,7 +367,7 @@ def test_cli_passes_the_perturbation_options(
     lite0: camkit.LoadedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(camkit, "load_model", lambda *_args, **_kwargs: lite0)
-    sample = Path(str(importlib.resources.files("camkit") / "data" / "chelsea.png"))
+    sample = camkit.sample_image_path("chelsea")
     options = ["--max-channels", "4", "--batch-size", "4", "--no-progress", "--out", tmp_path]
     args = ["explain", sample, "--method", "scorecam", *options]
     result = CliRunner().invoke(cli.main, [str(arg) for arg in args])
@@ -383,7 +382,7 @@ def test_cli_passes_the_perturbation_options(
 def test_progress_bar_only_when_slow_and_wanted(
     setting: bool | None, shown: bool, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from camkit._perturbation import Progress
+    from camkit.perturbation import Progress
 
     progress = Progress(setting, total=4, description="scorecam layer4")
     progress.start -= 10.0  # as if the first forward took 10 s: the estimate is over a second

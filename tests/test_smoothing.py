@@ -13,7 +13,7 @@ from PIL import Image
 from torch import nn
 
 import camkit
-from camkit import _smoothing
+from camkit import smoothing as _smoothing
 from camkit.cli import main
 from tests.conftest import shared_path
 

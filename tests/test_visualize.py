@@ -1,4 +1,4 @@
-"""Tests of camkit.overlay: overlay values, colormaps, and the labelled figures."""
+"""Tests of camkit.overlay and camkit.figures: overlay values, colormaps, and the labelled figures."""
 
 from __future__ import annotations
 
@@ -12,13 +12,8 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
-from camkit.overlay import (
-    explanation_figure,
-    figure_to_png_bytes,
-    grid,
-    heatmap_image,
-    overlay,
-)
+from camkit.figures import explanation_figure, grid
+from camkit.overlay import figure_to_png_bytes, heatmap_image, overlay
 
 JET = matplotlib.colormaps["jet"]
 
@@ -71,8 +66,13 @@ def fake_explanation(
     )
 
 
+def panels(figure: Figure) -> list:
+    """The picture panels: every axes but the colour bar."""
+    return [ax for ax in figure.axes if ax.get_label() != "<colorbar>"]
+
+
 def titles(figure: Figure) -> list[str]:
-    return [ax.get_title() for ax in figure.axes]
+    return [ax.get_title() for ax in panels(figure)]
 
 
 def row_titles(figure: Figure, row: int, columns: int) -> str:
@@ -183,8 +183,8 @@ def test_explanation_figure_has_one_row_per_image_layer_and_class() -> None:
     figure = explanation_figure(exp)
     columns = 1 + 2 * 2
     assert isinstance(figure, Figure)
-    assert len(figure.axes) == 2 * 2 * columns
-    assert all(not ax.axison for ax in figure.axes)
+    assert len(panels(figure)) == 2 * 2 * columns
+    assert all(not ax.axison for ax in panels(figure))
     first = row_titles(figure, 0, columns)
     expected = ("tinynet", "features.6", "gradcam", "gradcam++", "heatmap", "overlay", "animal0")
     for text in (*expected, "50.0%"):
@@ -196,7 +196,7 @@ def test_explanation_figure_has_one_row_per_image_layer_and_class() -> None:
 
 def test_explanation_figure_index_picks_one_image() -> None:
     figure = explanation_figure(fake_explanation(batch=3), index=2)
-    assert len(figure.axes) == 2 * 5
+    assert len(panels(figure)) == 2 * 5
     assert "animal2" in "".join(titles(figure))
     with pytest.raises(ValueError, match="out of range"):
         explanation_figure(fake_explanation(batch=3), index=3)
@@ -205,7 +205,7 @@ def test_explanation_figure_index_picks_one_image() -> None:
 def test_explanation_figure_draws_each_of_top_k_classes() -> None:
     exp = fake_explanation(batch=1, layers=("layer4",), methods=("gradcam",), classes=3)
     figure = explanation_figure(exp)
-    assert len(figure.axes) == 3 * 3
+    assert len(panels(figure)) == 3 * 3
     joined = "\n".join(titles(figure))
     for name in ("animal0", "animal1", "animal2"):
         assert name in joined
@@ -230,7 +230,7 @@ def test_grid_rows_per_explanation_and_layer_columns_per_method() -> None:
     models = [fake_explanation(model_name=f"net{n}") for n in range(5)]
     figure = grid(models)
     columns = 1 + 2 * 2
-    assert len(figure.axes) == 5 * 2 * columns
+    assert len(panels(figure)) == 5 * 2 * columns
     for n in range(5):
         for j, layer in enumerate(("features.6", "features.3")):
             row = row_titles(figure, 2 * n + j, columns)
@@ -245,14 +245,14 @@ def test_grid_names_index_and_missing_methods() -> None:
     a = fake_explanation(layers=("layer4",), methods=("gradcam",))
     b = fake_explanation(layers=("features.8",), methods=("gradcam++",))
     figure = grid([a, b], names=["resnet", "effnet"], index=1)
-    assert len(figure.axes) == 2 * 5
+    assert len(panels(figure)) == 2 * 5
     assert titles(figure)[0].startswith("resnet") and titles(figure)[5].startswith("effnet")
     assert "animal1" in titles(figure)[0]
     # b has no gradcam map: its gradcam panels are blank, its gradcam++ panels are drawn.
     assert titles(figure)[6] == "" and titles(figure)[8] == ""
     assert "gradcam++" in titles(figure)[7]
     single = grid(a)
-    assert len(single.axes) == 3
+    assert len(panels(single)) == 3
 
 
 def test_grid_errors() -> None:
@@ -304,8 +304,48 @@ def test_figure_of_a_real_explanation() -> None:
         model, torch.randn(2, 3, 16, 16), methods=("gradcam", "gradcam++"), layers=("2", "0")
     )
     figure = explanation_figure(exp, index=1)
-    assert len(figure.axes) == 2 * 5
+    assert len(panels(figure)) == 2 * 5
     assert "gradcam++" in "".join(titles(figure))
     assert figure_to_png_bytes(figure).startswith(b"\x89PNG")
     overview = grid([exp, exp], names=["first", "second"])
-    assert len(overview.axes) == 4 * 5
+    assert len(panels(overview)) == 4 * 5
+
+
+def test_figures_have_a_colour_bar_saying_what_high_and_low_mean() -> None:
+    figure = explanation_figure(fake_explanation(batch=1))
+    bars = [ax for ax in figure.axes if ax.get_label() == "<colorbar>"]
+    assert len(bars) == 1
+    labels = [tick.get_text() for tick in bars[0].get_yticklabels()]
+    assert any("high" in label for label in labels) and any("low" in label for label in labels)
+
+
+def test_figures_display_as_pictures_in_jupyter_without_magic() -> None:
+    figure = grid(fake_explanation(batch=1))
+    png = figure._repr_png_()  # what IPython's display calls on a non-pyplot figure
+    assert png.startswith(b"\x89PNG")
+    assert figure.axes, "showing a figure must not clear it"
+    with Image.open(io.BytesIO(png)) as image:
+        pixels = np.asarray(image.convert("L"))
+    assert pixels.std() > 10, "the PNG holds a drawing, not a blank canvas"
+
+
+def test_long_class_names_are_wrapped_not_clipped() -> None:
+    exp = fake_explanation(batch=1, layers=("layer4",), methods=("gradcam",))
+    exp.labels = [["American Staffordshire terrier and a very long suffix"]]
+    for title in titles(explanation_figure(exp)):
+        assert max(len(line) for line in title.splitlines()) <= 30, title
+
+
+def test_random_weights_are_named_in_every_figure() -> None:
+    exp = fake_explanation(batch=1, layers=("layer4",), methods=("gradcam",))
+    exp.pretrained = False
+    assert "random weights" in titles(explanation_figure(exp))[0]
+    assert "random weights" in titles(grid([exp], names=["resnet50"]))[0]
+    exp.pretrained = True
+    assert "random weights" not in "".join(titles(explanation_figure(exp)))
+
+
+def test_layer_titles_say_type_and_place() -> None:
+    exp = fake_explanation(batch=1, layers=("layer4",), methods=("gradcam",))
+    exp.layer_types = {"layer4": "Sequential, late"}
+    assert "layer4 (Sequential, late)" in titles(explanation_figure(exp))[0].replace("\n", " ")

@@ -2,7 +2,7 @@
 
 Run from the project root:
 
-    python docs/evaluation/merge_runs.py RUN_DIR [RUN_DIR ...] [--drop LABEL ...]
+    python benchmarks/evaluation/merge_runs.py RUN_DIR [RUN_DIR ...] [--drop LABEL ...]
 
 Each RUN_DIR is an `--out` folder of `camkit evaluate` (its per_image.csv and curves.csv). Rows
 of a (file, method, layer) already here are replaced by the run's; `--drop` removes every row of

@@ -1,7 +1,7 @@
 """Cascading randomisation (Adebayo et al. 2018) of every camkit method on EfficientNet-Lite0.
 
-Run from the project root:  python docs/evaluation/sanity_check.py
-Writes docs/evaluation/sanity.md and sanity.csv. Uses 2 images of ../shared/data/imagenet-sample
+Run from the project root:  python benchmarks/evaluation/sanity_check.py
+Writes benchmarks/evaluation/sanity.md and sanity.csv. Uses 2 images of ../shared/data/imagenet-sample
 (the 1st and 51st), explained for their labelled class at the auto layer, randomising the top 8
 blocks (head to _blocks.11). Per-channel methods (Score-CAM family, Ablation-CAM) run on 1 image
 with ``max_channels=64`` (16 for SS-CAM and IS-CAM) and the top 4 blocks only, to stay within

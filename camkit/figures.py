@@ -1,0 +1,224 @@
+"""Figures of explanations: one labelled row per (picture, layer, class), and model grids.
+
+Titles name the model, the layer, the method, the class explained and the model's probability
+for it. The drawing pieces (colour maps, overlays, panels) are :mod:`camkit.overlay`'s.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, cast
+
+import torch
+from matplotlib.colors import Colormap
+from matplotlib.figure import Figure
+
+from camkit._errors import ArgumentTypeError, InputError
+from camkit.overlay import _check_alpha, add_colorbar, draw_row, get_colormap, new_figure
+
+if TYPE_CHECKING:
+    from camkit.explanation import Explanation
+
+__all__ = ["explanation_figure", "grid"]
+
+
+def _check_index(index: int, batch: int, name: str = "index") -> int:
+    if isinstance(index, bool) or not isinstance(index, numbers.Integral):
+        raise ArgumentTypeError(f"`{name}` must be an int, got {type(index).__name__}")
+    if not -batch <= index < batch:
+        raise InputError(
+            f"`{name}` {index} is out of range for a batch of {batch} image(s); "
+            f"use 0 to {batch - 1}"
+        )
+    return int(index) % batch
+
+
+def _batch_size(exp: Explanation) -> int:
+    return int(exp.images.shape[0])
+
+
+def _classes_per_image(exp: Explanation) -> int:
+    """Return K, the number of classes explained per picture."""
+    targets = getattr(exp, "targets", None)
+    if targets is not None:
+        return int(targets.shape[1]) if targets.ndim == 2 else 1
+    first = next(iter(exp.maps.values()))
+    return int(first.shape[1]) if first.ndim == 4 else 1
+
+
+def _map_of(
+    exp: Explanation, layer: str, method: str, index: int, rank: int
+) -> torch.Tensor | None:
+    """Return the (H, W) map of one picture and one explained class, or None if not computed."""
+    maps = exp.maps.get((layer, method))
+    if maps is None:
+        return None
+    return maps[index, rank] if maps.ndim == 4 else maps[index]
+
+
+def _guided_of(
+    exp: Explanation, layer: str, method: str, index: int, rank: int
+) -> torch.Tensor | None:
+    """Return the (C, H, W) gradient image of a guided method, or None for other methods."""
+    images = getattr(exp, "guided", {}).get((layer, method))
+    if images is None:
+        return None
+    return images[index, rank] if images.ndim == 5 else images[index]
+
+
+def _class_text(exp: Explanation, index: int, rank: int) -> str:
+    """Return "tabby 54.3%" for the class explained at (index, rank), or the best we know."""
+    targets = getattr(exp, "targets", None)
+    if targets is None:
+        return "custom target"
+    target = targets[index, rank] if targets.ndim == 2 else targets[index]
+    class_index = int(target)
+    labels = getattr(exp, "labels", None)
+    name = None
+    if labels is not None:
+        name = labels[index][rank]
+    if name is None:
+        categories = getattr(exp, "categories", None)
+        if categories is not None and 0 <= class_index < len(categories):
+            name = categories[class_index]
+    text = f"{name} ({class_index})" if name is not None else f"class {class_index}"
+    probs = getattr(exp, "probs", None)
+    if probs is not None and 0 <= class_index < probs.shape[-1]:
+        text += f" {float(probs[index, class_index]):.1%}"
+    return text
+
+
+def _model_text(exp: Explanation, name: str | None = None) -> str:
+    """The model's name, and "random weights" when they are."""
+    model = name or getattr(exp, "model_name", None) or "model"
+    return f"{model} (random weights)" if getattr(exp, "pretrained", None) is False else model
+
+
+def _layer_text(exp: Explanation, layer: str) -> str:
+    """The layer's name with its type and place, e.g. "_swish (Swish, head)"."""
+    about = getattr(exp, "layer_types", {}).get(layer)
+    return f"{layer} ({about})" if about else layer
+
+
+def explanation_figure(
+    exp: Explanation,
+    index: int | None = None,
+    colormap: str | Colormap = "jet",
+    alpha: float = 0.5,
+) -> Figure:
+    """Draw an explanation: one row per (picture, layer, explained class).
+
+    Columns: the picture, then one heatmap per method, then one overlay per method. Titles name
+    the model, the layer, the method, the class explained and the model's probability for it.
+
+    Args:
+        exp: The explanation to draw.
+        index: Which picture of the batch to draw; ``None`` draws them all.
+        colormap: A matplotlib colormap name or object.
+        alpha: Weight of the heatmap colour in the overlays, in [0, 1].
+
+    Returns:
+        A figure on the Agg canvas, not registered with pyplot; save it with ``savefig`` or
+        :func:`figure_to_png_bytes`.
+
+    Raises:
+        ValueError: If ``index`` is out of range, ``alpha`` outside [0, 1] or the colormap unknown.
+    """
+    weight = _check_alpha(alpha)
+    cmap = get_colormap(colormap)
+    batch = _batch_size(exp)
+    indices = range(batch) if index is None else [_check_index(index, batch)]
+    classes = _classes_per_image(exp)
+    rows = [(i, layer, rank) for i in indices for layer in exp.layers for rank in range(classes)]
+    figure, axes = new_figure(len(rows), 1 + 2 * len(exp.methods))
+    model = _model_text(exp)
+    names = getattr(exp, "names", None)
+    for row, (i, layer, rank) in enumerate(rows):
+        picture = names[i] if names else f"image {i}"
+        # A single picture's default name ("image 0") says nothing, so it is left out.
+        heading = f"{model} · {picture}" if batch > 1 or picture != f"image {i}" else model
+        draw_row(
+            axes[row],
+            exp.images[i],
+            {method: _map_of(exp, layer, method, i, rank) for method in exp.methods},
+            heading=heading,
+            layer=_layer_text(exp, layer),
+            class_text=_class_text(exp, i, rank),
+            colormap=cmap,
+            alpha=weight,
+            guided={method: _guided_of(exp, layer, method, i, rank) for method in exp.methods},
+        )
+    add_colorbar(figure, axes, cmap)
+    return figure
+
+
+def grid(
+    explanations: Explanation | Sequence[Explanation],
+    names: Sequence[str] | None = None,
+    index: int = 0,
+    colormap: str | Colormap = "jet",
+    alpha: float = 0.5,
+) -> Figure:
+    """Compare explanations side by side, e.g. one per model, in one labelled figure.
+
+    One row per (explanation, layer); columns: the picture, one heatmap per method, one overlay
+    per method (methods missing from an explanation leave blank panels). The first explained
+    class of picture ``index`` is drawn. Titles name the model, the layer, the method, the class
+    and its probability.
+
+    Args:
+        explanations: One explanation or a list of them.
+        names: Row labels, one per explanation; default each explanation's ``model_name``.
+        index: Which picture of each batch to draw.
+        colormap: A matplotlib colormap name or object.
+        alpha: Weight of the heatmap colour in the overlays, in [0, 1].
+
+    Returns:
+        A figure on the Agg canvas, not registered with pyplot.
+
+    Raises:
+        ValueError: If the list is empty, ``names`` has the wrong length, ``index`` is out of
+            range, ``alpha`` is outside [0, 1] or the colormap unknown.
+    """
+    weight = _check_alpha(alpha)
+    cmap = get_colormap(colormap)
+    items: list[Explanation] = (
+        [cast("Explanation", explanations)]
+        if hasattr(explanations, "maps")
+        else list(cast("Sequence[Explanation]", explanations))
+    )
+    if not items:
+        raise InputError("`explanations` is empty; pass at least one Explanation")
+    if names is None:
+        labels = [getattr(exp, "model_name", None) or f"model {n}" for n, exp in enumerate(items)]
+    else:
+        if isinstance(names, str):
+            names = [names]
+        labels = [str(name) for name in names]
+        if len(labels) != len(items):
+            raise InputError(
+                f"`names` has {len(labels)} entries for {len(items)} explanation(s); "
+                "give one name per explanation or leave it out"
+            )
+    indices = [_check_index(index, _batch_size(exp)) for exp in items]
+    methods: list[str] = []
+    for exp in items:
+        methods.extend(m for m in exp.methods if m not in methods)
+    rows = [(n, layer) for n, exp in enumerate(items) for layer in exp.layers]
+    figure, axes = new_figure(len(rows), 1 + 2 * len(methods))
+    for row, (n, layer) in enumerate(rows):
+        exp, i = items[n], indices[n]
+        draw_row(
+            axes[row],
+            exp.images[i],
+            {method: _map_of(exp, layer, method, i, 0) for method in methods},
+            heading=_model_text(exp, labels[n]),
+            layer=_layer_text(exp, layer),
+            class_text=_class_text(exp, i, 0),
+            colormap=cmap,
+            alpha=weight,
+            guided={method: _guided_of(exp, layer, method, i, 0) for method in methods},
+        )
+    add_colorbar(figure, axes, cmap)
+    return figure
