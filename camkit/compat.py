@@ -91,8 +91,16 @@ __all__ = [
     "visualize_cam",
 ]
 
-#: The ``model_type`` families pytorch-gradcam 0.2.1 knew.
-MODEL_TYPES: tuple[str, ...] = ("alexnet", "vgg", "resnet", "densenet", "squeezenet")
+#: The ``model_type`` families pytorch-gradcam 0.2.1 knew, and the offline EfficientNet-Lite
+#: (camkit's addition: the tutorial's loop runs unchanged on the models available offline).
+MODEL_TYPES: tuple[str, ...] = (
+    "alexnet",
+    "vgg",
+    "resnet",
+    "densenet",
+    "squeezenet",
+    "efficientnet",
+)
 
 LayerSpec = nn.Module | str
 
@@ -227,7 +235,7 @@ class GradCAM:
         Args:
             arch: The model, e.g. ``torchvision.models.resnet101()``.
             model_type: One of :data:`MODEL_TYPES` ("alexnet", "vgg", "resnet", "densenet",
-                "squeezenet"); case-insensitive, and "resnet101" counts as "resnet".
+                "squeezenet", "efficientnet"); case-insensitive, and "resnet101" counts as "resnet".
             layer_name: The layer in pytorch-gradcam's style, e.g. "layer4", "features_29",
                 "features_norm5", "features_12_expand3x3_activation" (dotted names work too).
             **kwargs: Passed to the constructor (``verbose``, ``input_size``).

@@ -175,10 +175,10 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from camkit._errors import ArgumentTypeError, InputError
 from camkit.cam import register_method
@@ -301,7 +301,7 @@ class Progress:
         self.total = total
         self.description = description
         self.done = 0
-        self.bar: tqdm | None = None
+        self.bar: Any = None
         self.start = time.perf_counter()
 
     def step(self) -> None:
@@ -316,6 +316,9 @@ class Progress:
         estimate = elapsed / self.done * self.total
         wanted = self.setting is True or sys.stderr.isatty()
         if wanted and estimate > PROGRESS_AFTER_SECONDS:
+            # tqdm.auto draws a widget bar in Jupyter and text elsewhere; imported on first use.
+            from tqdm.auto import tqdm
+
             self.bar = tqdm(
                 total=self.total,
                 initial=self.done,

@@ -125,3 +125,23 @@ def test_importing_camkit_loads_no_optional_part() -> None:
     )
     assert done.stdout.strip() == "", f"import camkit also imported {done.stdout.strip()}"
     assert done.stderr == "", f"import camkit printed to stderr: {done.stderr!r}"
+
+
+def test_importing_camkit_in_a_jupyter_kernel_prints_nothing() -> None:
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    notebook = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell(
+                "import camkit\nfigure = camkit.grid(camkit.explain("
+                "camkit.load_model(), camkit.sample_image('chelsea')))\nfigure"
+            )
+        ]
+    )
+    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3").execute()
+    outputs = notebook.cells[0].outputs
+    streams = [o.get("text", "") for o in outputs if o.output_type == "stream"]
+    assert not streams, f"the cell printed {streams}"
+    # The figure shows as a picture with no %matplotlib magic, once.
+    pictures = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(pictures) == 1, [o.get("data", {}).keys() for o in outputs]
