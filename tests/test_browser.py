@@ -1,0 +1,150 @@
+"""The explorer in a real browser: JupyterLab and a Voilà page, driven by headless Chromium.
+
+Each test serves a copy of notebooks/05_explorer.ipynb on 127.0.0.1 with a token, runs it, moves
+the layer slider with the keyboard, and checks that the layer label and the picture change. The
+screenshots go to pytest's temporary folder, or to $CAMKIT_SCREENSHOT_DIR when it is set.
+
+Needs Debian's chromium (``apt-get install -y chromium``), Playwright for Python and Voilà;
+without them the tests skip with a one-line reason. About a minute each on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from tests import browser_helpers as helpers
+
+LAB, VOILA = helpers.skip_reason("jupyter-lab"), helpers.skip_reason("voila")
+pytestmark = pytest.mark.browser
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "05_explorer.ipynb"
+LABEL = re.compile(r"^(\d+)/(\d+) (\S+) \(")
+
+
+def screenshot_folder(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("CAMKIT_SCREENSHOT_DIR", tmp_path))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def wait_until(check, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def layer_label(page) -> str:
+    """The text beside the layer slider: "13/21 _blocks.10 (MBConvBlock, 112x14x14)"."""
+    row = page.locator(".widget-hbox", has=page.locator(".widget-hslider", has_text="Layer"))
+    return " ".join((row.first.locator("div.widget-label").text_content() or "").split())
+
+
+def move_layer_slider_and_check(page, folder: Path, name: str) -> None:
+    """Press the slider's left arrow 6 times; the label and the picture must follow."""
+    picture = page.locator(".widget-image").first
+    wait_until(lambda: LABEL.match(layer_label(page)) is not None, 60, "the layer label")
+    before_label = layer_label(page)
+    picture.scroll_into_view_if_needed()
+    before = picture.screenshot()
+    page.screenshot(path=str(folder / f"{name}-before.png"))
+    handle = page.locator(".widget-hslider", has_text="Layer").first.locator(".noUi-handle")
+    handle.focus()
+    for _ in range(6):
+        handle.press("ArrowLeft")
+    wait_until(lambda: layer_label(page) != before_label, 30, "the layer label to change")
+    wait_until(lambda: picture.screenshot() != before, 30, "the picture to change")
+    after_label = layer_label(page)
+    first, second = LABEL.match(before_label), LABEL.match(after_label)
+    assert first and second, (before_label, after_label)
+    assert int(second[1]) == int(first[1]) - 6, (before_label, after_label)
+    assert second[3] != first[3]  # another layer's name
+    page.screenshot(path=str(folder / f"{name}-after.png"))
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(helpers.CHROMIUM), args=helpers.CHROMIUM_ARGS, headless=True
+        )
+        yield chromium
+        chromium.close()
+
+
+def served_copy(tmp_path: Path) -> Path:
+    """A copy of the lesson in an empty folder, so running it never touches the repository."""
+    root = tmp_path / "served"
+    root.mkdir()
+    shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
+    return root
+
+
+@pytest.mark.skipif(LAB is not None, reason=LAB or "")
+def test_explorer_in_jupyterlab(browser, tmp_path: Path) -> None:
+    root = served_copy(tmp_path)
+    settings = root / ".settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
+    port, token = helpers.free_port(), secrets.token_hex(16)
+    command = [
+        *helpers.jupyter_lab(root, port, token),
+        f"--LabServerApp.user_settings_dir={root / '.settings'}",
+    ]
+    folder = screenshot_folder(tmp_path)
+    with helpers.server(
+        command, f"http://127.0.0.1:{port}/api/status?token={token}", tmp_path / "lab.log"
+    ):
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"http://127.0.0.1:{port}/lab/tree/{NOTEBOOK.name}?token={token}")
+        status = page.locator("#jp-main-statusbar")
+        idle = lambda: "| Idle" in status.inner_text()  # noqa: E731
+        wait_until(idle, 120, "the kernel to be idle")
+        page.locator(".lm-MenuBar-itemLabel", has_text="Edit").click()
+        page.locator(".lm-Menu-itemLabel", has_text="Clear Outputs of All Cells").click()
+        assert page.locator(".widget-image").count() == 0
+        page.locator(".lm-MenuBar-itemLabel", has_text="Run").click()
+        page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+        page.locator(".widget-image").first.wait_for(timeout=120_000)
+        wait_until(idle, 120, "the notebook to finish")
+        errors = page.locator(
+            ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
+        )
+        tracebacks = [
+            text for text in errors.all_inner_texts() if "Traceback" in text or "Error" in text
+        ]
+        assert not tracebacks, tracebacks[:1]
+        move_layer_slider_and_check(page, folder, "jupyterlab")
+        page.close()
+
+
+@pytest.mark.skipif(VOILA is not None, reason=VOILA or "")
+def test_explorer_as_a_voila_page(browser, tmp_path: Path) -> None:
+    root = served_copy(tmp_path)
+    port, token = helpers.free_port(), secrets.token_hex(16)
+    command = helpers.voila(root / NOTEBOOK.name, port, token)
+    folder = screenshot_folder(tmp_path)
+    ready = f"http://127.0.0.1:{port}/voila/static/missing.txt"  # not "/", which runs the notebook
+    with helpers.server(command, ready, tmp_path / "voila.log", timeout=180):
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"http://127.0.0.1:{port}/?token={token}", timeout=180_000)
+        page.locator(".widget-image").first.wait_for(timeout=180_000)
+        text = page.inner_text("body")
+        assert "explorer = camkit.Explorer()" not in text  # the students see no code
+        assert "What to try in class" in text and "EfficientNet-Lite0" in text
+        move_layer_slider_and_check(page, folder, "voila")
+        page.close()
