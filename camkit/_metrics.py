@@ -17,11 +17,11 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
+from camkit._errors import ArgumentTypeError, InputError
+from camkit._inputs import Preprocessing
 from camkit.hooks import evaluation_mode, logits_of
 from camkit.hooks import model_device as _model_device
 from camkit.hooks import model_float_dtype as _model_float_dtype
-from camkit._errors import ArgumentTypeError, InputError
-from camkit._inputs import Preprocessing
 from camkit.models import LoadedModel
 from camkit.models import as_device as _device
 

@@ -10,12 +10,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from camkit.api import explain
-from camkit.hooks import evaluation_mode
-from camkit.hooks import model_device as _model_device
 from camkit._errors import ArgumentTypeError, InputError
 from camkit._inputs import Preprocessing
 from camkit._metrics import ModelArgument, Scorer, TargetArgument, check_images, resolve_classes
+from camkit.api import explain
+from camkit.hooks import evaluation_mode
+from camkit.hooks import model_device as _model_device
 from camkit.models import LoadedModel
 
 #: A method passes when the correlation after the last randomisation step is below this...

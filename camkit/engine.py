@@ -117,7 +117,6 @@ def _check_spatial(
     return view
 
 
-
 @dataclass
 class Request:
     """A checked call of :func:`camkit.explain`: the model, the prepared batch and the options.
@@ -241,7 +240,7 @@ def prepare(
         target,
         top_k,
         categories=loaded.categories if loaded is not None else None,
-        model_name=loaded.name if loaded is not None else type(network).__name__,
+        model_name=(loaded.name if loaded is not None else None) or type(network).__name__,
         pretrained=loaded.pretrained if loaded is not None else None,
         reshape=reshape,
         batch_size=batch_size,
@@ -250,6 +249,7 @@ def prepare(
         gradient_options=gradient_options,
         perturbation_options=perturbation_options,
     )
+
 
 def methods_named(methods: str | Sequence[str]) -> list[Method]:
     """The registered methods called ``methods``, each once, in the order asked."""

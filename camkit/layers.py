@@ -8,6 +8,7 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -336,7 +337,9 @@ def auto_layer(
     return chosen
 
 
-def list_layers(model: nn.Module, input_size: tuple[int, int] | None = None) -> list[LayerInfo]:
+def list_layers(
+    model: nn.Module | Any, input_size: tuple[int, int] | None = None
+) -> list[LayerInfo]:
     """Every module of the model in execution order, with its output shape.
 
     One forward pass on a zero image finds the shapes; the layer that ``layers="auto"`` picks is

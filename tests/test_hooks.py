@@ -66,9 +66,11 @@ def test_a_shared_module_is_captured_at_its_last_call() -> None:
 
 
 def test_unknown_layer_is_a_clear_error() -> None:
-    with pytest.raises(ValueError, match="not a module of this model"):
-        with hooks.capture(tiny(), "features.9"):
-            pass
+    with (
+        pytest.raises(ValueError, match="not a module of this model"),
+        hooks.capture(tiny(), "features.9"),
+    ):
+        pass
 
 
 def test_evaluation_mode_restores_each_flag() -> None:

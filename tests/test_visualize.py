@@ -1,4 +1,4 @@
-"""Tests of camkit.overlay and camkit.figures: overlay values, colormaps, and the labelled figures."""
+"""Tests of camkit.overlay and camkit.figures: overlay values, colormaps, labelled figures."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Cascading randomisation (Adebayo et al. 2018) of every camkit method on EfficientNet-Lite0.
 
 Run from the project root:  python benchmarks/evaluation/sanity_check.py
-Writes benchmarks/evaluation/sanity.md and sanity.csv. Uses 2 images of ../shared/data/imagenet-sample
+Writes benchmarks/evaluation/sanity.md and sanity.csv. Uses 2 images of
+../shared/data/imagenet-sample
 (the 1st and 51st), explained for their labelled class at the auto layer, randomising the top 8
 blocks (head to _blocks.11). Per-channel methods (Score-CAM family, Ablation-CAM) run on 1 image
 with ``max_channels=64`` (16 for SS-CAM and IS-CAM) and the top 4 blocks only, to stay within
@@ -20,12 +21,12 @@ import time
 from pathlib import Path
 
 import torch
+from camkit._models import imagenet_categories
 
 import camkit
 from camkit import metrics
 from camkit._evaluate import find_images, is_per_channel
 from camkit._inputs import prepare_batch
-from camkit._models import imagenet_categories
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT.parent / "shared" / "data" / "imagenet-sample"
