@@ -319,7 +319,7 @@ class NotebookFigure(Figure):
 def new_figure(rows: int, columns: int) -> tuple[Figure, np.ndarray]:
     """Return an Agg figure with a (rows, columns) array of axes, sized for readable panels."""
     figure = NotebookFigure(
-        figsize=(columns * PANEL_INCHES, rows * (PANEL_INCHES + 0.3)), layout="constrained"
+        figsize=(columns * PANEL_INCHES, rows * (PANEL_INCHES + 0.6)), layout="constrained"
     )
     FigureCanvasAgg(figure)
     axes = figure.subplots(rows, columns, squeeze=False)

@@ -145,3 +145,22 @@ def test_importing_camkit_in_a_jupyter_kernel_prints_nothing() -> None:
     # The figure shows as a picture with no %matplotlib magic, once.
     pictures = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(pictures) == 1, [o.get("data", {}).keys() for o in outputs]
+
+
+def test_readme_lists_every_lesson_with_a_colab_link_from_the_one_repository_url() -> None:
+    import re
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    repository = project["urls"]["Repository"].removeprefix("https://github.com/")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    links = re.findall(r"https://colab\.research\.google\.com/github/[^)\s]+", readme)
+    lessons = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    expected = [
+        f"https://colab.research.google.com/github/{repository}/blob/main/notebooks/{name}"
+        for name in lessons
+    ]
+    assert lessons, "no lessons found"
+    assert sorted(links) == expected, "README's Colab links differ from the lessons"
+    # The lessons table sits near the top, where a teacher looks first.
+    assert readme.index("## The lessons") < 3000
