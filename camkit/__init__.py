@@ -48,7 +48,7 @@ _LAZY = {
 
 
 #: Submodules a learner reaches as attributes (``camkit.overlay.overlay(...)``), imported on use.
-_SUBMODULES = ("hooks", "cam", "layers", "figures", "engine", "models", "classroom")
+_SUBMODULES = ("hooks", "cam", "layers", "figures", "engine", "models", "classroom", "samples")
 
 
 def __getattr__(name: str) -> Any:

@@ -35,9 +35,9 @@ def sample_image_path(name: str) -> Path:
     key = name.strip().lower().removesuffix(".png").removesuffix(".jpeg").replace("_", "-")
     if key not in SAMPLES:
         close = difflib.get_close_matches(key, list(SAMPLES), n=2, cutoff=0.5)
-        hint = f" closest: {', '.join(map(repr, close))}." if close else ""
+        hint = f" closest: {', '.join(map(repr, close))};" if close else ""
         raise InputError(
-            f"no sample image {name!r};{hint} Known samples: {', '.join(map(repr, SAMPLES))}."
+            f"no sample image {name!r};{hint} known samples: {', '.join(map(repr, SAMPLES))}"
         )
     return _folder() / SAMPLES[key]
 
