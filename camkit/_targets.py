@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import numbers
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -29,11 +30,16 @@ class Targets:
 
 
 def class_index(name: str, categories: Sequence[str] | None) -> int:
-    """The index of class ``name`` (case-insensitive) among ``categories``.
+    """The index of class ``name`` among ``categories``.
+
+    A name matches a class when it equals the class name, or one of its comma-separated synonyms
+    ("tabby" in "tabby, tabby cat"), ignoring case, underscores and repeated spaces; an exact
+    spelling decides between classes that differ only in case.
 
     Raises:
-        ValueError: If the categories are unknown or no class has that name; the message
-            suggests the closest names.
+        ValueError: If the categories are unknown or no class has that name. When the name is a
+            whole word of several class names ("cat": "tiger cat", "Persian cat", ...) the message
+            lists them all; otherwise it suggests whole-word matches first, then close spellings.
     """
     if categories is None:
         raise InputError(
@@ -42,8 +48,9 @@ def class_index(name: str, categories: Sequence[str] | None) -> int:
         )
     if name in categories:  # exact spelling first: ImageNet has both "Cardigan" and "cardigan"
         return list(categories).index(name)
-    keys = [_fold(category) for category in categories]
-    matches = [index for index, key in enumerate(keys) if key == _fold(name)]
+    query = _fold(name)
+    synonyms = [[_fold(part) for part in category.split(",")] for category in categories]
+    matches = [index for index, names in enumerate(synonyms) if query in names]
     if len(matches) == 1:
         return matches[0]
     if matches:
@@ -52,18 +59,37 @@ def class_index(name: str, categories: Sequence[str] | None) -> int:
             f"`target` class {name!r} matches several classes ({options}); pass the exact "
             "spelling or the class index"
         )
-    close = difflib.get_close_matches(_fold(name), keys, n=3, cutoff=0.6)
-    if not close:
-        close = [key for key in keys if _fold(name) in key][:3]
-    hint = (
-        f" did you mean {', '.join(repr(categories[keys.index(c)]) for c in close)}?"
-        if close
-        else ""
-    )
+    words = _whole_word_matches(query, synonyms)
+    if len(words) > 1:
+        listed = ", ".join(f"{categories[i]!r} ({i})" for i in words[:_LISTED])
+        more = f" and {len(words) - _LISTED} more" if len(words) > _LISTED else ""
+        raise InputError(
+            f"`target` {name!r} names {len(words)} classes: {listed}{more}; pass one of these "
+            "names or its index"
+        )
+    keys = [_fold(category) for category in categories]
+    spelled = [keys.index(key) for key in difflib.get_close_matches(query, keys, n=3, cutoff=0.6)]
+    close = (words + [i for i in spelled if i not in words])[:3]
+    named = [f"{categories[i]!r} ({i})" for i in close]
+    if named:
+        listed = named[0] if len(named) == 1 else f"{', '.join(named[:-1])} or {named[-1]}"
+        hint = f"; did you mean {listed}? Pass"
+    else:
+        hint = "; pass"
     raise InputError(
-        f"`target` class {name!r} not found among the model's {len(categories)} classes;{hint} "
-        "Pass an exact class name or index."
+        f"`target` class {name!r} not found among the model's {len(categories)} classes{hint} "
+        "an exact class name or its index"
     )
+
+
+#: How many classes an ambiguous word lists before "and N more".
+_LISTED = 12
+
+
+def _whole_word_matches(query: str, synonyms: list[list[str]]) -> list[int]:
+    """Classes with ``query`` as a whole word (or words) of a name: "cat" in "tiger cat"."""
+    pattern = re.compile(rf"(?<![a-z0-9]){re.escape(query)}(?![a-z0-9])")
+    return [index for index, names in enumerate(synonyms) if any(map(pattern.search, names))]
 
 
 def _fold(name: str) -> str:

@@ -4,9 +4,11 @@ Every command catches camkit errors, ``ValueError``/``TypeError`` and ``OSError`
 boundary and prints one line, ``error: <problem>; <how to fix>``, to stderr with exit code 2.
 
 Files are safe: no command writes over one of its inputs, none replaces an existing output
-unless ``--overwrite`` is given, each PNG is written to a temporary name and renamed into place
-(a run stopped halfway leaves no half-written file), and ``explain`` on several images goes on
-past an image that fails, then lists the failures and exits with code 2.
+unless ``--overwrite`` is given (``demo`` replaces only the file an earlier demo wrote), each PNG
+is written to a temporary name and renamed into place (a run stopped halfway leaves no
+half-written file), a run that fails removes the ``--out`` folder it created if it is still
+empty, and ``explain`` on several images goes on past an image that fails (a missing file
+included), then lists the failures and exits with code 2.
 """
 
 from __future__ import annotations
@@ -15,21 +17,24 @@ import functools
 import importlib.metadata
 import importlib.resources
 import os
+import struct
 import sys
-from collections.abc import Callable, Sequence
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 import torch
-from tqdm import tqdm
 
 import camkit
 from camkit._errors import CamkitError, LayerNotFoundError, MethodNotFoundError
-from camkit._evaluate import CURVES_FILE, PER_IMAGE_FILE, check_out_dir
-from camkit._registry import get_method
 from camkit._targets import class_index
+from camkit.cam import get_method
+from camkit.classroom import classroom
 from camkit.overlay import get_colormap
+from camkit.samples import sample_image_path
 
 __all__ = ["main"]
 
@@ -41,8 +46,11 @@ ERROR_EXIT_CODE = 2
 #: Exit code of an unexpected failure (a bug, or the model itself raising); set CAMKIT_TRACEBACK=1
 #: to see its traceback.
 INTERNAL_ERROR_EXIT_CODE = 1
-#: Files `camkit evaluate` writes into --out.
-EVALUATE_OUTPUTS = (PER_IMAGE_FILE, CURVES_FILE, "summary.csv", "summary.md", "curves.png")
+#: The file `camkit demo` writes, and the PNG text that marks it as the demo's own.
+DEMO_FILE = "camkit-demo.png"
+DEMO_MARK = {"Source": "camkit demo"}
+#: Files `camkit evaluate` writes into --out (as in camkit._evaluate, imported only when used).
+EVALUATE_OUTPUTS = ("per_image.csv", "curves.csv", "summary.csv", "summary.md", "curves.png")
 
 Command = TypeVar("Command", bound=Callable[..., Any])
 
@@ -128,7 +136,7 @@ def _check_smoothing(
     methods: Sequence[str], smooth: str | None, samples: int | None, sigma: float | None
 ) -> dict[str, Any]:
     """The library's checks of the smoothing options, before the model loads."""
-    from camkit._smoothing import smoothing_options
+    from camkit.smoothing import smoothing_options
 
     try:
         smoothing_options(smooth, samples, sigma, 0, "smoothgradcam++" in methods)
@@ -157,12 +165,46 @@ def _device(choice: str) -> str | None:
     return None if choice == "auto" else choice
 
 
-def _check_images(images: Sequence[Path]) -> None:
-    for path in images:
-        if not path.exists():
-            raise CommandError(f"image file {str(path)!r} not found; check the path")
-        if not path.is_file():
-            raise CommandError(f"{str(path)!r} is not a file; pass image files, not folders")
+def _image_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be an input image (missing, a folder), or ``None``."""
+    if not path.exists():
+        return f"image file {str(path)!r} not found; check the path"
+    if not path.is_file():
+        return f"{str(path)!r} is not a file; pass image files, not folders"
+    return None
+
+
+def _failures_summary(failed: Sequence[Path], total: int) -> CommandError:
+    listed = ", ".join(str(path) for path in failed[:5])
+    more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+    others = "the others were written; " if len(failed) < total else ""
+    return CommandError(
+        f"{len(failed)} of {total} images failed ({listed}{more}); {others}fix those "
+        "inputs (reasons above) and run them again"
+    )
+
+
+@contextmanager
+def _output_folder(out: Path, create: bool = True) -> Iterator[Path]:
+    """Create ``out`` (checked writable); if the command then fails, remove what it created.
+
+    Only folders missing when the block began, and only while they are empty: a failed run
+    leaves no empty ``--out`` behind, and never touches a folder that existed or holds a file.
+    With ``create=False`` the block creates ``out`` itself (after checks of its own).
+    """
+    from camkit._evaluate import check_out_dir
+
+    created = [folder for folder in (out, *out.parents) if not folder.exists()]
+    checked = check_out_dir(out) if create else out
+    try:
+        yield checked
+    except BaseException:
+        for folder in created:  # deepest first
+            try:
+                folder.rmdir()
+            except OSError:  # not empty, or gone: keep it and everything above it
+                break
+        raise
 
 
 def _resolve_target(target: str | None, categories: Sequence[str] | None) -> int | None:
@@ -235,12 +277,16 @@ def _explained_classes(explanation: Any, index: int = 0) -> str:
 
 
 def _report(title: str, explanation: Any, written: Path) -> None:
-    lines = [f"{title}: top-{TOP_PREDICTIONS} predictions", *_top_predictions(explanation)]
+    weights = " (random weights: they mean nothing)" if explanation.pretrained is False else ""
+    heading = f"{title}: top-{TOP_PREDICTIONS} predictions{weights}"
+    lines = [heading, *_top_predictions(explanation)]
     lines.append(
         f"explained {_explained_classes(explanation)} with {', '.join(explanation.methods)} "
         f"at {', '.join(explanation.layers)}"
     )
     lines.append(f"wrote {written}")
+    from tqdm import tqdm
+
     # Clear any progress bar on stderr before printing, so the two do not interleave.
     with tqdm.external_write_mode():
         click.echo("\n".join(lines))
@@ -260,6 +306,7 @@ def _explain_and_save(
     alpha: float,
     smoothing: dict[str, Any] | None = None,
     perturbation: dict[str, Any] | None = None,
+    png_text: dict[str, str] | None = None,
 ) -> Any:
     explanation = camkit.explain(
         loaded,
@@ -273,7 +320,13 @@ def _explain_and_save(
         **(perturbation or {}),
     )
     try:
-        explanation.save(written, index=0, colormap=colormap, alpha=alpha)
+        if png_text is None:
+            explanation.save(written, index=0, colormap=colormap, alpha=alpha)
+        else:
+            from camkit.overlay import figure_to_png_bytes, write_atomically
+
+            figure = explanation.figure(index=0, colormap=colormap, alpha=alpha)
+            write_atomically(written, _png_with_text(figure_to_png_bytes(figure), png_text))
     except OSError as error:
         raise CommandError(
             f"cannot write {str(written)!r} ({error.strerror or error}); "
@@ -459,37 +512,69 @@ def explain(
     _check_drawing(colormap, alpha)
     if target is not None and top_k is not None:
         raise CommandError("--target and --top-k both choose classes; pass only one of them")
-    _check_images(images)
+    problems = {image: problem for image in images if (problem := _image_problem(image))}
+    if len(problems) == len(images):  # nothing to explain: say so before loading the model
+        if len(images) == 1:
+            raise CommandError(problems[images[0]])
+        for image, problem in problems.items():
+            click.echo(f"error: {image}: {problem}", err=True)
+        raise _failures_summary(list(problems), len(images))
     torch_device = _device(device)
-    out = check_out_dir(out)
-    taken = {path.resolve() for path in images}
-    outputs = [_output_path(out, image.stem, taken) for image in images]
-    _refuse_existing(outputs, overwrite)
-    chosen_weights = None if weights.strip().lower() == "none" else weights
-    loaded = camkit.load_model(model_name, weights=chosen_weights, device=torch_device)
-    class_index = _resolve_target(target, getattr(loaded, "categories", None))
-    interactive = len(images) > 1 and sys.stderr.isatty()
-    failed: list[Path] = []
-    pairs = list(zip(images, outputs, strict=True))
-    for image, written in tqdm(pairs, desc="explaining", unit="image", disable=not interactive):
-        try:
-            explanation = _explain_and_save(
-                loaded,
-                image,
-                written,
-                methods=checked_methods,
-                layers=layers,
-                target=class_index,
-                top_k=top_k,
-                device=torch_device,
-                colormap=colormap,
-                alpha=alpha,
-                smoothing=smoothing,
-                perturbation={
+    with _output_folder(out) as out:
+        _explain_images(
+            images,
+            problems,
+            out,
+            overwrite=overwrite,
+            model_name=model_name,
+            weights=weights,
+            torch_device=torch_device,
+            target=target,
+            options={
+                "methods": checked_methods,
+                "layers": layers,
+                "top_k": top_k,
+                "device": torch_device,
+                "colormap": colormap,
+                "alpha": alpha,
+                "smoothing": smoothing,
+                "perturbation": {
                     "batch_size": batch_size,
                     "max_channels": max_channels,
                     "progress": None if progress else False,
                 },
+            },
+        )
+
+
+def _explain_images(
+    images: Sequence[Path],
+    problems: dict[Path, str],
+    out: Path,
+    *,
+    overwrite: bool,
+    model_name: str,
+    weights: str,
+    torch_device: str | None,
+    target: str | None,
+    options: dict[str, Any],
+) -> None:
+    """Explain each image into ``out``; report an image that fails and go on with the others."""
+    from tqdm import tqdm
+
+    taken = {path.resolve() for path in images}
+    outputs = {image: _output_path(out, image.stem, taken) for image in images}
+    _refuse_existing([outputs[image] for image in images if image not in problems], overwrite)
+    loaded = camkit.load_model(model_name, weights=_weights(weights), device=torch_device)
+    class_index = _resolve_target(target, getattr(loaded, "categories", None))
+    interactive = len(images) > 1 and sys.stderr.isatty()
+    failed: list[Path] = []
+    for image in tqdm(images, desc="explaining", unit="image", disable=not interactive):
+        try:
+            if image in problems:  # missing: reported in its turn, like any image that fails
+                raise CommandError(problems[image])
+            explanation = _explain_and_save(
+                loaded, image, outputs[image], target=class_index, **options
             )
         except (CommandError, CamkitError, ValueError, TypeError, OSError, RuntimeError) as error:
             # One image alone, or a mistake every image would repeat: stop with that one line.
@@ -499,28 +584,34 @@ def explain(
             with tqdm.external_write_mode():
                 click.echo(f"error: {image}: {_message(error)}", err=True)
             continue
-        _report(str(image), explanation, written)
+        _report(str(image), explanation, outputs[image])
     if failed:
-        listed = ", ".join(str(path) for path in failed[:5])
-        more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
-        others = "the others were written; " if len(failed) < len(images) else ""
-        raise CommandError(
-            f"{len(failed)} of {len(images)} images failed ({listed}{more}); {others}fix those "
-            "inputs (reasons above) and run them again"
-        )
+        raise _failures_summary(failed, len(images))
+
+
+def _weights(text: str) -> str | None:
+    """``--weights``: 'none' (any case) means random weights."""
+    return None if text.strip().lower() == "none" else text
 
 
 @main.command()
 @_model_option
+@click.option(
+    "--weights",
+    default="none",
+    show_default=True,
+    metavar="W",
+    help="Weights to load, as for explain; names and shapes do not depend on them, so the "
+    "default loads none (nothing is downloaded).",
+)
 @_reports_errors
-def layers(model_name: str) -> None:
+def layers(model_name: str, weights: str) -> None:
     """List a model's layers; * marks the auto choice.
 
     Prints every module in execution order with its type and output shape; pass a name to
     `camkit explain --layer`.
     """
-    # Layer names and shapes do not depend on the weights, so nothing is downloaded.
-    loaded = camkit.load_model(model_name, weights=None, device="cpu")
+    loaded = camkit.load_model(model_name, weights=_weights(weights), device="cpu")
     infos = camkit.list_layers(loaded)
     rows = [
         (
@@ -551,22 +642,21 @@ def _shape_text(shape: Sequence[int] | None, calls: int = 1) -> str:
 @_device_option
 @_reports_errors
 def demo(out: Path, overwrite: bool, device: str) -> None:
-    """Explain the bundled cat photo into camkit-demo.png."""
+    """Explain the bundled cat photo into camkit-demo.png (replacing an earlier demo's file)."""
     torch_device = _device(device)
-    out = check_out_dir(out)
-    _refuse_existing([out / "camkit-demo.png"], overwrite)
-    sample = importlib.resources.files("camkit") / "data" / "chelsea.png"
+    sample = sample_image_path("chelsea")
     if not sample.is_file():
         raise CommandError(
-            "the sample image camkit/data/chelsea.png is missing from the installation; "
-            "reinstall camkit"
+            "the sample image chelsea.png is missing from the installation; reinstall camkit"
         )
-    loaded = camkit.load_model(DEFAULT_MODEL, device=torch_device)
-    written = out / "camkit-demo.png"
-    with importlib.resources.as_file(sample) as image:
+    with _output_folder(out) as out:
+        written = out / DEMO_FILE
+        if not _written_by_demo(written):  # an earlier demo's own file is replaced freely
+            _refuse_existing([written], overwrite, " (it was not written by camkit demo)")
+        loaded = camkit.load_model(DEFAULT_MODEL, device=torch_device)
         explanation = _explain_and_save(
             loaded,
-            image,
+            sample,
             written,
             methods=("gradcam",),
             layers=("auto",),
@@ -575,8 +665,34 @@ def demo(out: Path, overwrite: bool, device: str) -> None:
             device=torch_device,
             colormap="jet",
             alpha=0.5,
+            png_text=DEMO_MARK,
         )
     _report("chelsea.png (sample)", explanation, written)
+
+
+def _written_by_demo(path: Path) -> bool:
+    """Whether ``path`` is a PNG that ``camkit demo`` wrote (it carries :data:`DEMO_MARK`)."""
+    from PIL import Image
+
+    if not path.is_file() or path.is_symlink():
+        return False
+    try:
+        with Image.open(path) as image:
+            text = getattr(image, "text", {})
+            return image.format == "PNG" and all(text.get(k) == v for k, v in DEMO_MARK.items())
+    except (OSError, ValueError, SyntaxError):  # not an image, or a damaged one: not ours
+        return False
+
+
+def _png_with_text(png: bytes, text: dict[str, str]) -> bytes:
+    """``png`` with tEXt chunks added right after its header chunk (IHDR)."""
+    header_end = 8 + 25  # the PNG signature, then IHDR: length, type, 13 bytes, CRC
+    chunks = b""
+    for key, value in text.items():
+        data = key.encode("latin-1") + b"\0" + value.encode("latin-1")
+        body = b"tEXt" + data
+        chunks += struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+    return png[:header_end] + chunks + png[header_end:]
 
 
 @main.command()
@@ -587,8 +703,8 @@ def demo(out: Path, overwrite: bool, device: str) -> None:
     "methods",
     multiple=True,
     metavar="M",
-    help="Method or reference map (center, random); repeat for several. Default: every "
-    "registered method except the per-channel ones (scorecam, ...), plus center and random.",
+    help="Method or reference map (center, random); repeat for several. Default: gradcam and "
+    "gradcam++, plus center and random (each map costs ~60 forward passes per image).",
 )
 @click.option(
     "--layer",
@@ -611,11 +727,15 @@ def demo(out: Path, overwrite: bool, device: str) -> None:
     help="Folder for the CSV files, the table and the plot.",
 )
 @click.option(
+    "--road",
+    is_flag=True,
+    help="Also score ROAD at 10,50,90 % (slow: minutes per image on a CPU, for its sparse solves).",
+)
+@click.option(
     "--road-percent",
-    default="10,50,90",
-    show_default=True,
+    default=None,
     metavar="P,P",
-    help="ROAD percentages of pixels removed, or 'none' to skip ROAD.",
+    help="ROAD at these percentages of pixels removed (implies --road), or 'none'.",
 )
 @click.option(
     "--batch-size",
@@ -650,7 +770,8 @@ def evaluate(
     layers: tuple[str, ...],
     limit: int | None,
     out: Path,
-    road_percent: str,
+    road: bool,
+    road_percent: str | None,
     batch_size: int,
     max_channels: int | None,
     resume: bool,
@@ -658,36 +779,42 @@ def evaluate(
     weights: str,
     device: str,
 ) -> None:
-    """Score methods on a folder of images: Average Drop, deletion, insertion, ROAD.
+    """Score methods on a folder of images: Average Drop, deletion, insertion (ROAD on request).
 
     Labels come from a labels.csv, WordNet-id file names (n01440764_tench.JPEG) or an
     ImageFolder layout, else the model's prediction is explained. Writes per_image.csv,
-    curves.csv, summary.csv, summary.md and curves.png into --out. See docs/metrics.md.
+    curves.csv, summary.csv, summary.md and curves.png into --out. The metrics: see the
+    camkit.metrics module docstring.
 
     \b
     Examples:
       camkit evaluate ../shared/data/imagenet-sample --limit 10
       camkit evaluate photos/ --method gradcam --method center --out scores
     """  # noqa: D301 - "\b" is click's marker for a paragraph it must not rewrap
-    from camkit._evaluate import run_evaluate
+    from camkit._evaluate import EVALUATE_ROAD_PERCENTAGES, run_evaluate
 
     if not resume and out.is_dir():
         _refuse_existing([out / name for name in EVALUATE_OUTPUTS], overwrite, " (or --resume)")
-    run_evaluate(
-        path,
-        model_name=model_name,
-        methods=methods,
-        layers=layers,
-        limit=limit,
-        out=out,
-        road_percent=road_percent,
-        batch_size=batch_size,
-        resume=resume,
-        weights=None if weights.strip().lower() == "none" else weights,
-        device=_device(device),
-        max_channels=max_channels,
-    )
+    if road_percent is None:
+        road_percent = ",".join(map(str, EVALUATE_ROAD_PERCENTAGES)) if road else "none"
+    with _output_folder(out, create=False) as out:  # created once the image folder is checked
+        run_evaluate(
+            path,
+            model_name=model_name,
+            methods=methods,
+            layers=layers,
+            limit=limit,
+            out=out,
+            road_percent=road_percent,
+            batch_size=batch_size,
+            resume=resume,
+            weights=_weights(weights),
+            device=_device(device),
+            max_channels=max_channels,
+        )
 
+
+main.add_command(classroom)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

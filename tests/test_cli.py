@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-import importlib.resources
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +17,7 @@ from PIL import Image
 import camkit
 from camkit import cli
 
-SAMPLE = Path(str(importlib.resources.files("camkit") / "data" / "chelsea.png"))
+SAMPLE = camkit.sample_image_path("chelsea")
 SHARED_IMAGES = Path(__file__).parents[1] / ".." / "shared" / "data" / "images"
 
 
@@ -203,6 +203,98 @@ def test_demo_writes_the_sample_explanation(
     assert_drawn(tmp_path / "demo" / "camkit-demo.png")
 
 
+def test_demo_twice_replaces_its_own_file_but_not_a_users(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    demo = tmp_path / "camkit-demo.png"
+    assert run(runner, "demo").exit_code == 0
+    before = demo.stat().st_ino
+    again = run(runner, "demo")  # the README's first command, run a second time
+    assert again.exit_code == 0, again.output
+    assert demo.stat().st_ino != before  # replaced (written to a new file, renamed into place)
+    assert_drawn(demo)
+    with Image.open(demo) as image:
+        assert image.text.get("Source") == "camkit demo"
+    # A camkit-demo.png the demo did not write is the user's: kept unless --overwrite.
+    shutil.copy(SAMPLE, demo)
+    mine = demo.read_bytes()
+    refused = run(runner, "demo")
+    assert_one_line_error(refused, "not written by camkit demo")
+    assert "--overwrite" in refused.stderr and demo.read_bytes() == mine
+    assert run(runner, "demo", "--overwrite").exit_code == 0
+    assert demo.read_bytes() != mine
+
+
+def test_a_missing_image_is_one_failure_among_others(runner: CliRunner, tmp_path: Path) -> None:
+    notes = tmp_path / "notes.jpg"
+    notes.write_text("not a picture")
+    missing = tmp_path / "missing.jpg"
+    result = run(runner, "explain", SAMPLE, missing, notes, "--out", tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    assert_drawn(tmp_path / "out" / "chelsea-camkit.png")  # the good one is still written
+    assert not (tmp_path / "out" / "missing-camkit.png").exists()
+    errors = result.stderr.strip().splitlines()
+    assert errors[0] == f"error: {missing}: image file '{missing}' not found; check the path"
+    assert errors[1].startswith(f"error: {notes}: cannot read image")
+    assert errors[2] == (
+        f"error: 2 of 3 images failed ({missing}, {notes}); the others were written; fix those "
+        "inputs (reasons above) and run them again"
+    )
+    assert "wrote " in result.stdout and result.stdout.count("top-5 predictions") == 1
+
+
+def test_only_missing_images_fail_before_the_model_loads(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_loading(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(camkit, "load_model", no_loading)
+    out = tmp_path / "out"
+    result = run(runner, "explain", tmp_path / "a.jpg", tmp_path / "b.jpg", "--out", out)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("not found; check the path") == 2
+    assert "2 of 2 images failed" in result.stderr and "the others" not in result.stderr
+    assert not out.exists()
+
+
+def test_a_failed_run_leaves_no_empty_out_folder(runner: CliRunner, tmp_path: Path) -> None:
+    new = tmp_path / "new" / "heatmaps"
+    # Fails after the folder was made: the layer is checked once the model is loaded.
+    result = run(runner, "explain", SAMPLE, "--layer", "nosuchlayer", "--out", new)
+    assert result.exit_code == 2, result.output
+    assert not (tmp_path / "new").exists()
+    demo = run(runner, "demo", "--out", new)
+    assert demo.exit_code == 0 and new.is_dir()  # a run that succeeds keeps it
+    # A folder that existed before stays, even empty.
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    failed = run(runner, "explain", SAMPLE, "--layer", "nosuchlayer", "--out", existing)
+    assert failed.exit_code == 2 and existing.is_dir()
+
+
+def test_layers_accepts_weights(runner: CliRunner) -> None:
+    for weights in ("none", "None", "DEFAULT"):  # Lite0's weights ship with it: no download
+        result = run(runner, "layers", "--weights", weights)
+        assert result.exit_code == 0, (weights, result.output)
+        assert "_conv_head" in result.stdout
+
+
+def test_unknown_layer_on_lite0_suggests_close_names(runner: CliRunner, tmp_path: Path) -> None:
+    cases = {
+        "blocks.3": "closest: '_blocks.3'",
+        "conv_head": "closest: '_conv_head'",
+        "features_11": "closest: '_blocks.11'",
+        "layer4": "its top-level modules: '_conv_stem', '_bn0', '_blocks', '_conv_head'",
+    }
+    for layer, expected in cases.items():
+        result = run(runner, "explain", SAMPLE, "--layer", layer, "--out", tmp_path)
+        assert_one_line_error(result, expected)
+        assert not re.search(r";\s*[A-Z]", result.stderr), result.stderr
+        assert "; list the layers with" in result.stderr
+
+
 # --------------------------------------------------------------------------------------------
 # Errors: one line on stderr, exit code 2, no traceback
 # --------------------------------------------------------------------------------------------
@@ -331,3 +423,26 @@ def test_out_of_memory_suggests_a_smaller_batch() -> None:
     message = cli._unexpected(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried 2 GiB"))
     assert message.startswith("out of memory (CUDA out of memory. Tried 2 GiB); ")
     assert "--batch-size" in message
+
+
+def test_random_weights_are_named_in_the_printed_predictions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(
+        cli.main,
+        ["explain", str(SAMPLE), "--model", "resnet18", "--weights", "none", "--out", "out"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "top-5 predictions (random weights: they mean nothing)" in result.output
+    trained = CliRunner().invoke(
+        cli.main, ["explain", str(SAMPLE), "--out", str(tmp_path / "lite")]
+    )
+    assert trained.exit_code == 0, trained.output
+    assert "random weights" not in trained.output
+
+
+def test_classroom_is_a_command_of_the_cli() -> None:
+    result = CliRunner().invoke(cli.main, ["--help"])
+    assert result.exit_code == 0
+    assert "classroom" in result.output

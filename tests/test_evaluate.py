@@ -378,8 +378,37 @@ def test_cli_evaluate_on_shared_images(tmp_path: Path) -> None:
     assert all(r["road_morf_50"] != "" for r in rows)
     markdown = (out / "summary.md").read_text()
     assert "| gradcam | features | 1 |" in markdown and "| center | - | 1 |" in markdown
+    assert "ROAD MoRF" in markdown
+    # One image: no spread, so no ranking; the summary says so, in the file and on the screen.
+    assert "**Too few images to rank these methods:** with 1 image" in markdown
+    assert "Too few images" in result.stdout
+    # The bar counts steps: explain gradcam, then Average Drop, deletion, insertion and ROAD.
+    assert "5/5" in result.stderr
     assert len(read_csv(out / "summary.csv")) == 2
     assert Image.open(out / "curves.png").format == "PNG"
+
+
+def test_cli_evaluate_leaves_road_out_unless_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[str] = []
+
+    def recording(path: Path, **options: object) -> None:
+        asked.append(str(options["road_percent"]))
+
+    monkeypatch.setattr(camkit._evaluate, "run_evaluate", recording)
+    folder = tmp_path / "images"
+    write_image(folder / "a.png", 0)
+    for options in (
+        [],
+        ["--road"],
+        ["--road-percent", "20,40"],
+        ["--road", "--road-percent", "none"],
+    ):
+        out = tmp_path / f"out{len(asked)}"
+        result = CliRunner().invoke(main, ["evaluate", str(folder), "--out", str(out), *options])
+        assert result.exit_code == 0, result.output
+    assert asked == ["none", "10,50,90", "20,40", "none"]
 
 
 @pytest.mark.parametrize(
@@ -415,3 +444,30 @@ def test_cli_evaluate_bad_options(tmp_path: Path) -> None:
         result = runner.invoke(main, ["evaluate", str(folder), *options])
         assert result.exit_code == 2, options
         assert message in result.output, (options, result.output)
+
+
+def test_cli_evaluate_that_fails_leaves_no_empty_out_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "images"
+    write_image(folder / "a.png", 0)
+    out = tmp_path / "new" / "scores"
+    # The folder is made before the model loads; the unknown model then fails the run.
+    result = CliRunner().invoke(
+        main, ["evaluate", str(folder), "--model", "nosuchnet", "--out", str(out)]
+    )
+    assert result.exit_code == 2 and "unknown model" in result.output
+    assert not (tmp_path / "new").exists()
+
+
+def test_cli_evaluate_defaults_are_fast_methods_without_road(tmp_path: Path) -> None:
+    folder = tmp_path / "images"
+    write_image(folder / "a.png", 0, size=64)
+    out = tmp_path / "scores"
+    options = ["--model", "mobilenet_v3_small", "--weights", "none", "--out", str(out)]
+    result = CliRunner().invoke(main, ["evaluate", str(folder), *options])
+    assert result.exit_code == 0, result.output
+    rows = read_csv(out / "per_image.csv")
+    assert [r["method"] for r in rows] == ["gradcam", "gradcam++", "center", "random"]
+    assert all(r["road_morf"] == "" for r in rows)
+    assert "note: the default methods; add others with --method NAME" in result.stderr
+    assert "scorecam" in result.stderr  # named among those that are left out
+    assert "5/5" in result.stderr  # explain gradcam, gradcam++; Average Drop, deletion, insertion

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -450,7 +451,8 @@ def test_a_write_failing_halfway_leaves_earlier_outputs_and_no_partial_file(
             raise OSError(28, "No space left on device")
         real_replace(source, target)
 
-    monkeypatch.setattr(camkit.overlay.os, "replace", disk_full_on_second)
+    overlay_module = sys.modules["camkit.overlay"]  # camkit.overlay is the function of that name
+    monkeypatch.setattr(overlay_module.os, "replace", disk_full_on_second)
     result = _run("explain", *images, "--out", out)
     assert result.exit_code == 2
     assert f"error: {images[1]}: cannot write" in result.stderr
