@@ -241,6 +241,32 @@ def layercam(tensors: LayerTensors) -> torch.Tensor:
     return torch.relu((torch.relu(_gradients(tensors)) * tensors.activations).sum(dim=1))
 
 
+#: Relative gap between the top two eigenvalues below which Eigen-CAM recomputes in float64.
+_NEAR_TIE = 1e-3
+
+
+def _top_component(samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The first principal component of each image's positions.
+
+    Returns:
+        The centred samples (N, hw, C), their projection on the first principal direction
+        (N, hw), and which images have a top eigenvalue within :data:`_NEAR_TIE` of the second.
+    """
+    centred = samples - samples.mean(dim=1, keepdim=True)
+    hw, c = samples.shape[1:]
+    if hw <= c:
+        # The hw x hw Gram matrix is the smaller one: its top eigenvector u gives M v = s u.
+        values, vectors = torch.linalg.eigh(centred @ centred.transpose(1, 2))
+        projection = vectors[..., -1] * values[..., -1:].clamp_min(0).sqrt()
+    else:
+        values, vectors = torch.linalg.eigh(centred.transpose(1, 2) @ centred)
+        projection = (centred @ vectors[..., -1:]).squeeze(-1)
+    top = values[..., -1]
+    second = values[..., -2] if values.shape[-1] > 1 else torch.zeros_like(top)
+    close = (top - second) <= _NEAR_TIE * top.abs()
+    return centred, projection, close
+
+
 def _first_component(features: torch.Tensor) -> torch.Tensor:
     """Projection of each position onto the first principal component, with a sign rule.
 
@@ -260,18 +286,14 @@ def _first_component(features: torch.Tensor) -> torch.Tensor:
         (N, h, w), in the dtype of ``features``.
     """
     n, c, h, w = features.shape
-    # float64 so that a top eigenvalue close to the second one still gives the same direction for
-    # the same activations, alone or in a batch (MPS has no float64: float32 there).
-    dtype = torch.float32 if features.device.type == "mps" else torch.float64
-    samples = features.reshape(n, c, h * w).transpose(1, 2).to(dtype)  # (N, hw, C)
-    centred = samples - samples.mean(dim=1, keepdim=True)
-    if h * w <= c:
-        # The hw x hw Gram matrix is the smaller one: its top eigenvector u gives M v = s u.
-        values, vectors = torch.linalg.eigh(centred @ centred.transpose(1, 2))
-        projection = vectors[..., -1] * values[..., -1:].clamp_min(0).sqrt()
-    else:
-        _, vectors = torch.linalg.eigh(centred.transpose(1, 2) @ centred)
-        projection = (centred @ vectors[..., -1:]).squeeze(-1)
+    samples = features.reshape(n, c, h * w).transpose(1, 2)  # (N, hw, C)
+    centred, projection, close = _top_component(samples.float())
+    if close.any() and features.device.type != "mps":  # MPS has no float64
+        # A top eigenvalue close to the second: float32's rounding could turn the direction, and
+        # a batch and a single image could disagree. float64 settles it for those images.
+        exact = _top_component(samples[close].double())
+        centred, projection = centred.double(), projection.double()
+        centred[close], projection[close] = exact[0], exact[1]
     # Rule 1 is decisive when the centred channel-mean map is well above rounding noise (about
     # 1e-7 of the scale a structureless layer would give it: norm(centred) / C) and not
     # orthogonal to the projection; ReLU and BatchNorm layers give ratios of 0.1 to 10.

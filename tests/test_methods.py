@@ -158,3 +158,29 @@ def test_register_method_rejects_duplicates_and_adds_new_methods() -> None:
 def test_unknown_method_suggests_the_closest() -> None:
     with pytest.raises(ValueError, match="closest: 'gradcam'"):
         camkit.explain(torch.nn.Conv2d(3, 3, 1), torch.zeros(1, 3, 4, 4), methods="gradcamm")
+
+
+def test_eigencam_recomputes_near_ties_in_float64_and_agrees_batch_and_single() -> None:
+    """float32 unless the top two eigenvalues nearly tie; those images go to float64."""
+    from camkit.cam import _first_component, _top_component
+
+    generator = torch.Generator().manual_seed(3)
+    # Two orthogonal patterns of equal strength (a near tie), plus a little noise.
+    base = torch.zeros(2, 16, 16)  # (image, channel, position)
+    base[:, 0, 0:4], base[:, 0, 4:8] = 1.0, -1.0
+    base[:, 1, 8:12], base[:, 1, 12:16] = 1.0, -1.0
+    base = base.reshape(2, 16, 4, 4)
+    tied = base + 1e-5 * torch.randn(2, 16, 4, 4, generator=generator)
+    clear = torch.randn(1, 16, 4, 4, generator=generator)
+    batch = torch.cat([tied[:1], clear, tied[1:]])
+    samples = batch.reshape(3, 16, 16).transpose(1, 2)
+    assert _top_component(samples.float())[2].tolist() == [True, False, True]
+    maps = _first_component(batch)
+    for i in range(3):
+        alone = _first_component(batch[i : i + 1])[0]
+        diff = (maps[i] - alone).abs().max().item()
+        assert diff < 1e-6, f"image {i}: batch and single differ by {diff:.3g}"
+    # The near-tie images equal a float64 computation to float64 precision.
+    exact = _first_component(batch[:1].double())[0].float()
+    diff = (maps[0] - exact).abs().max().item()
+    assert diff < 1e-6, f"near tie: float32 result is {diff:.3g} from the float64 one"
