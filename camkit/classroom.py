@@ -169,8 +169,11 @@ def _read(nbformat: Any, path: Path) -> Any:
     return notebook
 
 
-def _write(nbformat: Any, notebook: Any, path: Path) -> None:
-    """Write through a temporary file renamed into place: a failure leaves no half file."""
+def write_notebook(nbformat: Any, notebook: Any, path: Path) -> None:
+    """Write through a temporary file renamed into place: a failure leaves no half file.
+
+    Also used by ``notebooks/run_all.py`` to store re-executed lessons.
+    """
     descriptor, temporary = tempfile.mkstemp(
         prefix=f".{path.stem}-", suffix=".tmp", dir=path.parent
     )
@@ -219,7 +222,7 @@ def make_student_copies(
     written = []
     for path, student, emptied in students:
         target = out / path.name
-        _write(nbformat, student, target)
+        write_notebook(nbformat, student, target)
         written.append(StudentCopy(source=path, path=target, solutions=emptied))
     return written
 

@@ -14,9 +14,7 @@ exits with status 1 after naming the failures. Cells tagged ``raises-exception``
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,6 +25,8 @@ from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 from traitlets import default
+
+from camkit.classroom import write_notebook
 
 HERE = Path(__file__).resolve().parent
 #: The size test (tests/test_notebooks.py) allows up to this many bytes per lesson.
@@ -44,20 +44,6 @@ class _CurrentEnvironmentKernel(AsyncKernelManager):
     @default("kernel_spec_manager")
     def _kernel_spec_manager_default(self) -> KernelSpecManager:
         return _CurrentEnvironmentSpecs(data_dir=self.data_dir)
-
-
-def _write(notebook: nbformat.NotebookNode, path: Path) -> None:
-    """Write through a temporary file renamed into place: a failure leaves the old file."""
-    descriptor, temporary = tempfile.mkstemp(
-        prefix=f".{path.stem}-", suffix=".tmp", dir=path.parent
-    )
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            nbformat.write(notebook, file)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def execute(path: Path, timeout: int) -> float:
@@ -82,7 +68,7 @@ def execute(path: Path, timeout: int) -> float:
     client.execute()
     seconds = time.perf_counter() - start
     nbformat.validate(notebook)
-    _write(notebook, path)
+    write_notebook(nbformat, notebook, path)
     return seconds
 
 
