@@ -17,6 +17,7 @@ from camkit import ablation, perturbation  # noqa: F401
 from camkit._errors import (
     CamkitError,
     LayerNotFoundError,
+    MapWarning,
     MethodNotFoundError,
     WeightsUnavailableError,
 )
@@ -40,6 +41,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 #: Parts imported on first use, so that ``import camkit`` stays cheap.
 _LAZY = {
     "Explorer": ("camkit.widgets", "Explorer"),
+    "export_explorer": ("camkit.explorer_page", "export_explorer"),
     "grid": ("camkit.figures", "grid"),
     "metrics": ("camkit.metrics", None),
     "compat": ("camkit.compat", None),
@@ -69,11 +71,13 @@ __all__ = [
     "LayerNotFoundError",
     "LayerTensors",
     "LoadedModel",
+    "MapWarning",
     "MethodNotFoundError",
     "Preprocessing",
     "WeightsUnavailableError",
     "__version__",
     "explain",
+    "export_explorer",
     "grid",
     "list_layers",
     "list_methods",

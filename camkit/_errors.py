@@ -25,3 +25,12 @@ class MethodNotFoundError(InputError):
 
 class WeightsUnavailableError(InputError):
     """Pretrained weights cannot be had here (a download offline, or a package not installed)."""
+
+
+class MapWarning(UserWarning):
+    """A heatmap that would mislead: blank, noise, a probability explained, a model in training.
+
+    One line naming the layer, the class and what to do. :attr:`camkit.Explanation.warnings`
+    keeps the messages even when warnings are filtered, and camkit's figures draw a warned map
+    flat with the message instead of in full-scale colour.
+    """

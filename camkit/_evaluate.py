@@ -5,7 +5,10 @@ Writes, into the output folder:
 - ``per_image.csv``: one row per (image, method) with every metric;
 - ``curves.csv``: the deletion and insertion curve of each row;
 - ``summary.csv`` and ``summary.md``: the means per method;
-- ``curves.png``: the mean deletion and insertion curves per method.
+- ``curves.png``: the mean deletion and insertion curves per method;
+- with ``sanity_images`` > 0, ``sanity.csv`` and ``sanity.md``: the cascading randomisation
+  test (:func:`camkit.metrics.sanity_check`) on the first images, every step's correlation, the
+  first step below 0.5 and the verdict of its rule.
 
 Rows are written as each batch of images finishes, so an interrupted run keeps its work and
 ``resume=True`` continues it.
@@ -52,6 +55,7 @@ _WNID_INDEX = {wnid: index for index, wnid in enumerate(IMAGENET_WNIDS)}
 
 PER_IMAGE_FILE = "per_image.csv"
 CURVES_FILE = "curves.csv"
+SANITY_FILES = ("sanity.csv", "sanity.md")
 
 
 @dataclass(frozen=True)
@@ -879,6 +883,70 @@ def parse_percentages(text: str) -> tuple[int, ...]:
     return values
 
 
+def run_sanity(
+    loaded: LoadedModel,
+    images: Sequence[LabelledImage],
+    methods: Sequence[str],
+    layer: str,
+    out: Path,
+    *,
+    max_channels: int | None = None,
+) -> str:
+    """Run :func:`camkit.metrics.sanity_check` on ``images``; write sanity.csv and sanity.md.
+
+    Every step's mean correlation is written, with the first step below the threshold and the
+    verdict of the rule (the map must lose its likeness once the classifier is random, and
+    still at the last step). Reference maps (``center``, ``random``) read nothing from the model
+    and are left out.
+
+    Returns:
+        The Markdown written to sanity.md.
+    """
+    from camkit._metrics_sanity import sanity_check
+
+    cam_methods = [m for m in methods if m not in REFERENCE_MAPS]
+    batch = prepare_batch([str(item.path) for item in images], loaded.preprocessing)
+    labels = [item.label for item in images if item.label is not None]
+    # With an unlabelled image among them, every image's prediction is explained.
+    targets: list[int] | None = labels if len(labels) == len(images) else None
+    options = {"max_channels": max_channels} if max_channels is not None else {}
+    result = sanity_check(
+        loaded, batch.images, cam_methods, layer, targets, explain_options=options
+    )
+    with (out / SANITY_FILES[0]).open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["method", "images", "layer", "perturbation", *result.steps,
+                         "first_below", "passed"])  # fmt: skip
+        for name, values in result.correlations.items():
+            writer.writerow(
+                [
+                    name,
+                    len(images),
+                    result.layer,
+                    f"{result.perturbation[name]:.4f}",
+                    *(f"{float(v):.4f}" for v in values),
+                    result.first_below[name] or "",
+                    result.passed[name],
+                ]
+            )
+    text = "\n".join(
+        [
+            f"Sanity check (Adebayo et al. 2018, arXiv:1810.03292) on {len(images)} images, "
+            f"model {loaded.name}, layer {result.layer}: mean Spearman correlation with the "
+            "trained model's map after randomising the blocks cumulatively from the output "
+            "down. A method passes when its correlation is below 0.5 and below half the "
+            "yardstick both after the first step (the classifier) and after the last.",
+            "",
+            result.table(),
+            "",
+            *(f"- {name}: {reason}" for name, reason in result.reasons.items()),
+            "",
+        ]
+    )
+    (out / SANITY_FILES[1]).write_text(text)
+    return text
+
+
 def is_per_channel(method: str) -> bool:
     """Whether a method runs the model once per channel (Score-CAM, Ablation-CAM...)."""
     if method in REFERENCE_MAPS:
@@ -900,6 +968,7 @@ def run_evaluate(
     device: str | None,
     weights: str | None = "DEFAULT",
     max_channels: int | None = None,
+    sanity_images: int = 0,
 ) -> Path:
     """What ``camkit evaluate`` does; checks every option before the model loads."""
     import click
@@ -955,4 +1024,12 @@ def run_evaluate(
         )
     click.echo(summary.read_text())
     click.echo(f"wrote {out / PER_IMAGE_FILE}, {out / 'summary.md'}, {out / 'curves.png'}")
+    if sanity_images > 0 and any(m not in REFERENCE_MAPS for m in chosen):
+        chosen_images = items[:sanity_images]
+        click.echo(
+            f"sanity check on {len(chosen_images)} images at layer {layers[0]!r}...", err=True
+        )
+        text = run_sanity(loaded, chosen_images, chosen, layers[0], out, max_channels=max_channels)
+        click.echo(text)
+        click.echo(f"wrote {out / SANITY_FILES[1]}")
     return summary

@@ -241,3 +241,66 @@ def source_name(source: str | nn.Module | LoadedModel) -> str | None:
     if isinstance(source, str):
         return source
     return source.name if isinstance(source, LoadedModel) else None
+
+
+#: The colour maps the explorer offers: (button label, matplotlib name). Jet is how the Grad-CAM
+#: papers and the tutorial draw; viridis is perceptually uniform and reads the same to the
+#: common forms of colour blindness.
+COLORMAPS = (("jet (as in the papers)", "jet"), ("viridis (colour-blind safe)", "viridis"))
+
+#: Resolution of the still picture stored with a displayed explorer (the projector rule: >= 120).
+STILL_DPI = 120
+
+
+def colour_bar(colormap: str, height: int, width: int = 14) -> np.ndarray:
+    """A vertical colour bar, high (1) at the top, as an (height, width, 3) uint8 array."""
+    table = colour_table(colormap)
+    rows = np.minimum((np.linspace(1.0, 0.0, height) * 256).astype(np.int64), 255)
+    return np.repeat(table[rows][:, None, :], width, axis=1)
+
+
+def png_bytes(pixels: np.ndarray, compress_level: int = 1) -> bytes:
+    """An (H, W, 3) uint8 array as PNG bytes (level 1: fast, a little larger)."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="png", compress_level=compress_level)
+    return buffer.getvalue()
+
+
+def still_picture(
+    photo: np.ndarray,
+    coloured: np.ndarray,
+    blended: np.ndarray,
+    *,
+    colormap: str,
+    title: str,
+    alpha: float,
+) -> bytes:
+    """The explorer's view as one labelled JPEG: photo | heatmap | overlay, with a colour bar.
+
+    Stored in a notebook beside the live widget, it is what GitHub, nbconvert's HTML and a
+    JupyterLab without a kernel show in the widget's place.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(9.6, 3.7), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, 3)
+    names = ("photo, as the model sees it", "heatmap", f"overlay (opacity {alpha:.2f})")
+    for axis, pixels, name in zip(axes, (photo, coloured, blended), names, strict=True):
+        axis.imshow(pixels)
+        axis.set_title(name, fontsize=10)
+        axis.set_axis_off()
+    mappable = ScalarMappable(norm=Normalize(0, 1), cmap=get_colormap(colormap))
+    bar = figure.colorbar(mappable, ax=list(axes), shrink=0.85, aspect=25, pad=0.01)
+    bar.set_ticks([0, 1], labels=["low", "high"])
+    bar.ax.tick_params(labelsize=9)
+    figure.suptitle(title, fontsize=10)
+    buffer = io.BytesIO()
+    try:
+        figure.savefig(buffer, format="jpeg", dpi=STILL_DPI, pil_kwargs={"quality": 85})
+    finally:
+        figure.clear()
+    return buffer.getvalue()

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from camkit._errors import ArgumentTypeError, InputError
+from camkit._errors import ArgumentTypeError, InputError, MapWarning
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -52,7 +52,21 @@ class Preprocessing:
         return TF.to_tensor(image)
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Apply the mean and standard deviation to (..., 3, H, W) pixels in [0, 1]."""
+        """Apply the mean and standard deviation to (..., 3, H, W) pixels in [0, 1].
+
+        Warns:
+            MapWarning: When a value exceeds 2, so the pixels are surely not in [0, 1] (0-255
+                values, say): the model would see a white, saturated picture.
+        """
+        high = float(pixels.detach().amax()) if pixels.numel() else 0.0
+        if high > 2:
+            warnings.warn(
+                MapWarning(
+                    f"`pixels` has values up to {high:.4g}: pass pixels in [0, 1] (divide 0-255 "
+                    "values by 255); normalize applies the model's mean and standard deviation"
+                ),
+                stacklevel=2,
+            )
         mean = torch.tensor(self.mean, dtype=pixels.dtype, device=pixels.device)[:, None, None]
         std = torch.tensor(self.std, dtype=pixels.dtype, device=pixels.device)[:, None, None]
         return (pixels - mean) / std
@@ -186,6 +200,33 @@ def check_image_size(size: tuple[int, int], what: str) -> None:
         )
 
 
+#: How far float pixels may stray outside [0, 1] (resampling overshoot, rounding) and still
+#: count as pixels in [0, 1].
+PIXEL_TOLERANCE = 1e-3
+
+
+def check_pixel_range(low: float, high: float, what: str) -> None:
+    """Refuse float pixels outside [0, 1] where camkit applies the model's normalisation.
+
+    Clipping them would turn a 0-255 picture white and an already normalised one into a
+    different picture, and the model would see neither.
+
+    Raises:
+        ValueError: When ``low`` or ``high`` lies outside [0, 1] (beyond the tolerance).
+    """
+    if low < -PIXEL_TOLERANCE:
+        raise InputError(
+            f"{what} has values down to {low:.4g}, so it looks normalised already: pass pixels "
+            "in [0, 1] (camkit applies the model's own normalisation), or the normalised "
+            "(B, 3, H, W) tensor itself"
+        )
+    if high > 1 + PIXEL_TOLERANCE:
+        raise InputError(
+            f"{what} has values up to {high:.4g}: pass pixels in [0, 1] (divide 0-255 values "
+            "by 255) or a uint8 array; camkit applies the model's own normalisation"
+        )
+
+
 def array_to_image(array: np.ndarray) -> Image.Image:
     """Convert an (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) array to an RGB PIL image.
 
@@ -205,6 +246,7 @@ def array_to_image(array: np.ndarray) -> Image.Image:
     elif np.issubdtype(array.dtype, np.floating):
         if not np.isfinite(array).all():
             raise InputError("image array contains NaN or Inf; clean it before explaining")
+        check_pixel_range(float(array.min()), float(array.max()), "image array")
         data = (np.clip(array, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     else:
         raise InputError(

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from camkit._errors import ArgumentTypeError, InputError
+from camkit._errors import ArgumentTypeError, InputError, MapWarning
 from camkit._inputs import Preprocessing
 from camkit._metrics import ModelArgument, Scorer, TargetArgument, check_images, resolve_classes
 from camkit.api import explain
@@ -18,7 +19,8 @@ from camkit.hooks import evaluation_mode
 from camkit.hooks import model_device as _model_device
 from camkit.models import LoadedModel
 
-#: A method passes when the correlation after the last randomisation step is below this...
+#: A method passes when its correlation after the first step (the classifier randomised) and
+#: after the last step are both below this...
 PASS_THRESHOLD = 0.5
 #: ...and below this fraction of its correlation under a tiny input perturbation.
 PASS_FRACTION = 0.5
@@ -107,8 +109,14 @@ class SanityResult:
         perturbation: ``method ->`` mean Spearman correlation between the maps of the trained
             model on the images and on the images with tiny noise: how similar "the same map"
             looks, the yardstick for the drop.
-        passed: ``method ->`` whether the last step's correlation is below ``PASS_THRESHOLD``
-            and below ``PASS_FRACTION`` times the perturbation correlation.
+        passed: ``method ->`` whether the map lost its likeness to the trained map both after
+            the first step (the block nearest the output: the classifier) and after the last:
+            each correlation below ``PASS_THRESHOLD`` and below ``PASS_FRACTION`` times the
+            perturbation correlation. A map that survives a random classifier is not
+            explaining the classifier, however much it changes further down.
+        first_below: ``method ->`` the first step whose correlation is below
+            ``PASS_THRESHOLD``, or ``None`` when none is.
+        reasons: ``method ->`` one line saying why it passed or failed, with the numbers.
         layer: The explained layer.
     """
 
@@ -117,6 +125,33 @@ class SanityResult:
     perturbation: dict[str, float]
     passed: dict[str, bool]
     layer: str
+    first_below: dict[str, str | None] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+
+    def table(self) -> str:
+        """A Markdown table of every step's correlation, the first step below 0.5, the verdict."""
+        names = list(self.correlations)
+        lines = [
+            "| step | " + " | ".join(names) + " |",
+            "| --- | " + " | ".join("---:" for _ in names) + " |",
+            "| image + faint noise (yardstick) | "
+            + " | ".join(f"{self.perturbation[name]:.2f}" for name in names)
+            + " |",
+        ]
+        for index, step in enumerate(self.steps):
+            values = [f"{float(self.correlations[name][index]):.2f}" for name in names]
+            lines.append(f"| {index + 1}. {step} | " + " | ".join(values) + " |")
+        lines.append(
+            f"| first below {PASS_THRESHOLD} | "
+            + " | ".join(self.first_below.get(name) or "never" for name in names)
+            + " |"
+        )
+        lines.append(
+            "| passes | "
+            + " | ".join("yes" if self.passed[name] else "no" for name in names)
+            + " |"
+        )
+        return "\n".join(lines)
 
 
 def sanity_check(
@@ -139,11 +174,16 @@ def sanity_check(
     one after another from the output down; after each step the maps are computed again (same
     images, same explained classes, same layer) and compared with the trained model's maps by
     Spearman rank correlation. A method that explains the model, not the image, must lose that
-    correlation. Pass criterion (ours; the paper judges by eye): after the last step the mean
-    correlation is below 0.5 and below half the correlation between the trained model's maps of
-    the images and of the images with Gaussian noise of std 0.01 (the noise floor of "the same
-    map"). Departure: parameters are redrawn from a normal with each tensor's own mean and std
-    (the paper re-initialises with a truncated normal) so activations keep their scale and the
+    correlation. Pass criterion (ours; the paper judges by eye): the mean correlation after the
+    **first** step (the block nearest the output, a CNN's classifier) and after the **last**
+    step are each below 0.5 and below half the correlation between the trained model's maps of
+    the images and of the images with Gaussian noise of std 0.01 (how alike "the same map"
+    looks). The first step matters most: a map that survives a random classifier shows the
+    image, not what the classifier uses, even if randomising the blocks below changes it in the
+    end (almost any image-dependent map changes once the features are random). Every step's
+    value is kept (``correlations``), and the first step below 0.5 (``first_below``).
+    Departure: parameters are redrawn from a normal with each tensor's own mean and std (the
+    paper re-initialises with a truncated normal) so activations keep their scale and the
     unchanged batch-norm statistics stay meaningful.
 
     Args:
@@ -198,9 +238,11 @@ def sanity_check(
     series: dict[str, list[float]] = {name: [] for name in method_names}
     for group in groups:
         _randomise(copy_, group, generator)
-        randomised = explain(
-            copy_, x, methods=names, layers=chosen_layer, target=classes.tolist(), **options
-        )
+        with warnings.catch_warnings():  # a randomised model's flat or noisy map is expected
+            warnings.simplefilter("ignore", MapWarning)
+            randomised = explain(
+                copy_, x, methods=names, layers=chosen_layer, target=classes.tolist(), **options
+            )
         for name in method_names:
             correlation = spearman(
                 trained.maps[(chosen_layer, name)], randomised.maps[(chosen_layer, name)]
@@ -213,18 +255,69 @@ def sanity_check(
         )
         for name in method_names
     }
-    passed = {
-        name: bool(
-            correlations[name].numel() > 0
-            and correlations[name][-1] < PASS_THRESHOLD
-            and correlations[name][-1] < PASS_FRACTION * perturbation[name]
-        )
-        for name in method_names
+    verdicts = {
+        name: judge(groups, correlations[name], perturbation[name]) for name in method_names
     }
     return SanityResult(
         steps=groups,
         correlations=correlations,
         perturbation=perturbation,
-        passed=passed,
+        passed={name: verdict[0] for name, verdict in verdicts.items()},
         layer=chosen_layer,
+        first_below={name: verdict[1] for name, verdict in verdicts.items()},
+        reasons={name: verdict[2] for name, verdict in verdicts.items()},
+    )
+
+
+def judge(
+    steps: Sequence[str], correlations: torch.Tensor | Sequence[float], perturbation: float
+) -> tuple[bool, str | None, str]:
+    """The pass rule of :func:`sanity_check` on one method's series.
+
+    Args:
+        steps: The randomised blocks, from the output down.
+        correlations: The mean correlation after each step.
+        perturbation: The correlation under a tiny input perturbation (the yardstick).
+
+    Returns:
+        Whether it passes, the first step below ``PASS_THRESHOLD`` (or ``None``) and one line
+        saying why.
+    """
+    values = [float(value) for value in correlations]
+    first_below = next(
+        (step for step, value in zip(steps, values, strict=True) if value < PASS_THRESHOLD), None
+    )
+    if not values:
+        return False, None, "no step was randomised"
+    bound = min(PASS_THRESHOLD, PASS_FRACTION * perturbation)
+    where = (
+        f"first below {PASS_THRESHOLD} after {first_below!r}"
+        if first_below
+        else (f"never below {PASS_THRESHOLD}")
+    )
+    if values[0] >= bound:
+        return (
+            False,
+            first_below,
+            (
+                f"fails: the map survives randomising {steps[0]!r} (correlation {values[0]:.2f}, "
+                f"needs < {bound:.2f}); {where}"
+            ),
+        )
+    if values[-1] >= bound:
+        return (
+            False,
+            first_below,
+            (
+                f"fails: after all {len(values)} steps the correlation is still {values[-1]:.2f} "
+                f"(needs < {bound:.2f})"
+            ),
+        )
+    return (
+        True,
+        first_below,
+        (
+            f"passes: {values[0]:.2f} after {steps[0]!r} and {values[-1]:.2f} after step "
+            f"{len(values)}, both < {bound:.2f}"
+        ),
     )

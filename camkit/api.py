@@ -183,12 +183,22 @@ python benchmarks/soak.py             # 10,000 + 500 calls
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from camkit._locks import serialised
+from camkit._map_warnings import (
+    Flag,
+    flagged_maps,
+    issue,
+    layer_flags,
+    messages,
+    row_names,
+    training_flag,
+)
 from camkit._spatial import Reshape
 from camkit.engine import TargetSpec, methods_named, prepare
 from camkit.explanation import Explanation
@@ -266,6 +276,13 @@ def explain(
     Returns:
         The :class:`Explanation`.
 
+    Warns:
+        MapWarning: One line per map that would mislead (every gradient at the layer zero; the
+            map zero everywhere after the ReLU; its range at rounding-noise level), when the
+            model's outputs are probabilities (a final softmax), and when the model is in
+            training mode (it is explained in evaluation mode, and left as it was). The messages
+            stay in :attr:`Explanation.warnings`; figures draw warned maps flat.
+
     Raises:
         ValueError: For a bad value (unknown layer, method or class, unreadable image).
         TypeError: For an argument of the wrong type.
@@ -295,9 +312,51 @@ def explain(
     )
     # One call at a time per model object: concurrent calls would share its hooks and flags.
     with serialised(request.network):
+        # Read before the engine switches the model to evaluation mode for the call.
+        training = training_flag(request.network, request.model_name)
         if smoothing is None and not any(method.own_pass for method in chosen_methods):
-            return request.run(
+            explanation = request.run(
                 request.x, request.batch, chosen_methods, request.layer_specs, target, top_k
             )
-        # Smoothing, smoothgradcam++ and the guided methods need passes of their own.
-        return explain_extended(request, smoothing)
+        else:
+            # Smoothing, smoothgradcam++ and the guided methods need passes of their own.
+            smoothed = smoothing is not None and smoothing.mode is not None
+            explanation = _recheck(explain_extended(request, smoothing), smoothed)
+    if training is not None:
+        explanation = dataclasses.replace(
+            explanation, warnings=(training.message, *explanation.warnings)
+        )
+    issue(explanation.warnings)
+    return explanation
+
+
+def _recheck(explanation: Explanation, smoothed: bool) -> Explanation:
+    """The warnings of an explanation made of several passes, for the maps it returns.
+
+    The clean pass's warnings hold for the maps it computed (not smoothed); the others (smoothed
+    averages, guided images, smoothgradcam++) are checked on their raw maps alone, with no
+    gradients at hand: zero everywhere, or a range at rounding-noise level of their peak.
+    """
+    kept = {
+        key: rows
+        for key, rows in explanation.flagged.items()
+        if key in explanation.maps and not smoothed
+    }
+    map_messages = {m for rows in explanation.flagged.values() for m in rows.values()}
+    model_messages = [m for m in explanation.warnings if m not in map_messages]
+    rows = row_names(
+        explanation.targets,
+        explanation.labels,
+        explanation.categories,
+        explanation.names,
+    )
+    flags = [Flag(m) for m in model_messages]
+    for key, found in kept.items():
+        flags.extend(Flag(message, ((key[0], key[1], row),)) for row, message in found.items())
+    for (layer, method), raw in explanation.raw.items():
+        if (layer, method) in kept:
+            continue
+        flat = raw.reshape(-1, *raw.shape[-2:])
+        activations = torch.zeros(flat.shape[0], 1, *flat.shape[-2:])
+        flags.extend(layer_flags(layer, {method: flat}, activations, None, set(), rows))
+    return dataclasses.replace(explanation, warnings=messages(flags), flagged=flagged_maps(flags))

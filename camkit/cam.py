@@ -171,12 +171,24 @@ def gradcam_plus_plus(tensors: LayerTensors) -> torch.Tensor:
     """Grad-CAM++: pixel-wise weighting of positive gradients.
 
     Chattopadhay et al., "Grad-CAM++: Improved Visual Explanations for Deep Convolutional
-    Networks", WACV 2018, https://arxiv.org/abs/1710.11063, Eq. 19 (the score passed through an
-    exponential, so that higher derivatives are powers of the first one):
+    Networks", WACV 2018, https://arxiv.org/abs/1710.11063, Eq. 19. The paper explains
+    ``Y = exp(S)``, with ``S`` the class's pre-softmax score, so that the higher derivatives of
+    ``Y`` are powers of the first one of ``S``. With ``G = dS/dA``:
     ``alpha = G^2 / (2 G^2 + sum_ab A_ab G^3)``, ``w_k = sum_ij alpha_ij ReLU(G_ij)``,
-    ``L = ReLU(sum_k w_k A_k)`` with ``G = dy/dA`` of the pre-softmax score ``y``.
-    Where the denominator is 0 (so is the numerator), alpha is 0, as the paper prescribes.
-    The common factor ``exp(y)`` of ``w_k`` is dropped: it does not change the normalised map.
+    ``L = ReLU(sum_k w_k A_k)``.
+    The common factor ``exp(S)`` of ``w_k`` is dropped: it does not change the normalised map.
+
+    Where the denominator is 0, alpha is 0. Where ``G = 0`` the numerator is 0 too (0 / 0); the
+    choice does not matter there, since the position's term ``alpha ReLU(G)`` is 0. Where
+    ``2 + G sum_ab A_ab = 0`` with ``G != 0``, alpha has a pole: no finite value is right (it
+    tends to plus or minus infinity on either side). Where ``G < 0`` this does not matter
+    (``ReLU(G) = 0``); where ``G > 0`` it needs ``sum_ab A_ab < 0``, a signed layer such as a
+    BatchNorm's output. Departure: the authors' code
+    (https://github.com/adityac94/Grad_CAM_plus_plus, ``misc/utils.py``) replaces such a
+    denominator by 1, giving ``alpha = exp(S) G^2``, a number that depends on the units of the
+    score and means nothing; we set alpha to 0 there too, so that the position drops out of the
+    weight instead of deciding it. Near the pole alpha is still huge: explain a layer after its
+    activation function, where ``sum_ab A_ab >= 0`` and alpha lies in (0, 1/2] wherever ``G > 0``.
     """
     grads = _gradients(tensors)
     activations = tensors.activations
@@ -184,8 +196,9 @@ def gradcam_plus_plus(tensors: LayerTensors) -> torch.Tensor:
     grads_3 = grads_2 * grads
     sum_activations = activations.sum(dim=(2, 3), keepdim=True)
     denominator = 2 * grads_2 + sum_activations * grads_3
-    denominator = torch.where(denominator != 0, denominator, torch.ones_like(denominator))
-    alpha = grads_2 / denominator
+    nonzero = denominator != 0
+    safe = torch.where(nonzero, denominator, torch.ones_like(denominator))
+    alpha = torch.where(nonzero, grads_2 / safe, torch.zeros_like(grads_2))
     weights = (alpha * torch.relu(grads)).sum(dim=(2, 3))
     return _weighted_sum(weights, activations)
 

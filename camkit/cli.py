@@ -50,7 +50,10 @@ INTERNAL_ERROR_EXIT_CODE = 1
 DEMO_FILE = "camkit-demo.png"
 DEMO_MARK = {"Source": "camkit demo"}
 #: Files `camkit evaluate` writes into --out (as in camkit._evaluate, imported only when used).
-EVALUATE_OUTPUTS = ("per_image.csv", "curves.csv", "summary.csv", "summary.md", "curves.png")
+EVALUATE_OUTPUTS = (
+    "per_image.csv", "curves.csv", "summary.csv", "summary.md", "curves.png",
+    "sanity.csv", "sanity.md",
+)  # fmt: skip
 
 Command = TypeVar("Command", bound=Callable[..., Any])
 
@@ -752,6 +755,17 @@ def _png_with_text(png: bytes, text: dict[str, str]) -> bytes:
     help="Per-channel methods (scorecam, ...) perturb only each image's N strongest channels "
     "(an approximation; rows are named 'scorecam (max_channels=N)').",
 )
+@click.option(
+    "--sanity",
+    "sanity_images",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    metavar="N",
+    help="Also run the sanity check (randomise the model from the output down) on the first N "
+    "images: every step's correlation, the first below 0.5, and pass only if the map already "
+    "changes with a random classifier; writes sanity.csv and sanity.md.",
+)
 @click.option("--resume", is_flag=True, help="Keep the rows already in --out and continue.")
 @_overwrite_option
 @click.option(
@@ -774,6 +788,7 @@ def evaluate(
     road_percent: str | None,
     batch_size: int,
     max_channels: int | None,
+    sanity_images: int,
     resume: bool,
     overwrite: bool,
     weights: str,
@@ -790,6 +805,7 @@ def evaluate(
     Examples:
       camkit evaluate ../shared/data/imagenet-sample --limit 10
       camkit evaluate photos/ --method gradcam --method center --out scores
+      camkit evaluate ../shared/data/imagenet-sample --limit 10 --sanity 4
     """  # noqa: D301 - "\b" is click's marker for a paragraph it must not rewrap
     from camkit._evaluate import EVALUATE_ROAD_PERCENTAGES, run_evaluate
 
@@ -811,7 +827,65 @@ def evaluate(
             weights=_weights(weights),
             device=_device(device),
             max_channels=max_channels,
+            sanity_images=sanity_images,
         )
+
+
+@main.command("export-explorer")
+@click.argument("pictures", nargs=-1, metavar="[PICTURES]...")
+@_model_option
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("explorer.html"),
+    show_default=True,
+    metavar="FILE",
+    help="The HTML file to write.",
+)
+@_overwrite_option
+@click.option(
+    "--progress/--no-progress",
+    default=True,
+    show_default=True,
+    help="Progress bar over the pictures (shown only on a terminal).",
+)
+@_device_option
+@_reports_errors
+def export_explorer(
+    pictures: tuple[str, ...],
+    model_name: str,
+    out: Path,
+    overwrite: bool,
+    progress: bool,
+    device: str,
+) -> None:
+    """Write the explorer as one HTML page that needs no server (open it in any browser).
+
+    Every layer, one-pass method and top-5 class of each PICTURE (image files or sample names;
+    default the four sample pictures) is computed now and stored in the page, whose controls
+    and labels are the notebook explorer's: students open the file offline, with no kernel.
+
+    \b
+    Examples:
+      camkit export-explorer --out explorer.html
+      camkit export-explorer cat.jpg dog.jpg --model efficientnet_lite2 --out pets.html
+    """  # noqa: D301 - "\b" is click's marker for a paragraph it must not rewrap
+    from camkit.explorer_page import check_out, export_explorer, read_pictures
+
+    torch_device = _device(device)
+    _refuse_existing([out], overwrite)
+    check_out(out)
+    chosen = read_pictures(list(pictures) or None)  # a bad picture fails before the model loads
+    written = export_explorer(
+        [picture.image for picture in chosen],
+        model_name,
+        out,
+        titles=[picture.title for picture in chosen],
+        device=torch_device,
+        progress=None if progress else False,
+    )
+    size = written.stat().st_size / 1e6
+    click.echo(f"wrote {written} ({size:.1f} MB, {len(chosen)} pictures); open it in a browser")
 
 
 main.add_command(classroom)

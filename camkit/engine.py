@@ -9,7 +9,9 @@
 4. one gradient call gives d(score)/dA for every layer and class (:func:`camkit.hooks.gradients`);
 5. each method is a pure function of (A, dA) (:mod:`camkit.cam`), or, for the perturbation
    methods, of a :class:`PerturbationContext` (they run the model again);
-6. maps: bilinear upsampling to the input size and min-max normalisation per map.
+6. maps: bilinear upsampling to the input size and min-max normalisation per map;
+7. checks (:mod:`camkit._map_warnings`): maps that would mislead (zero gradients, no positive
+   evidence, rounding noise, a softmax output) are listed in ``Explanation.warnings``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,14 @@ from torch import nn
 from camkit._errors import ArgumentTypeError, InputError
 from camkit._forward import ForwardOptions, forward_options, forward_with_capture
 from camkit._inputs import Batch, Preprocessing, as_sequence, check_model_input, prepare_batch
+from camkit._map_warnings import (
+    Flag,
+    flagged_maps,
+    layer_flags,
+    messages,
+    probability_flag,
+    row_names,
+)
 from camkit._spatial import Reshape, SpatialView, prefix_tokens, spatial_view
 from camkit._targets import Targets, resolve_targets
 from camkit.cam import LayerTensors, Method, get_method
@@ -327,6 +337,11 @@ def run_pass(
     k = targets.scores.shape[1]
     raw: dict[tuple[str, str], torch.Tensor] = {}
     maps: dict[tuple[str, str], torch.Tensor] = {}
+    detached_logits = logits.detach().float().cpu()
+    rows = row_names(targets.indices, targets.labels, categories, batch.names)
+    softmax_flag = probability_flag(detached_logits, model_name, rows, targets.indices)
+    flags: list[Flag] = [softmax_flag] if softmax_flag is not None else []
+    gradient_methods = {method.name for method in methods if method.needs_gradients}
     for name, view, activation, gradient in zip(
         unique, views, activations, layer_gradients, strict=True
     ):
@@ -364,13 +379,22 @@ def run_pass(
                     "activations or gradients; check the input and the model's weights"
                 )
             layer_raws.append(layer_raw)
+        flags.extend(
+            layer_flags(
+                name,
+                {method.name: r for method, r in zip(methods, layer_raws, strict=True)},
+                a_rows,
+                g,
+                gradient_methods,
+                rows,
+            )
+        )
         # One upsampling for all methods of the layer; normalisation stays per map.
         normalised = upsample_and_normalise(torch.cat(layer_raws), size).chunk(len(methods))
         shape = (x.shape[0], k) if top_k is not None else (x.shape[0],)
         for method, layer_raw, layer_map in zip(methods, layer_raws, normalised, strict=True):
             raw[(name, method.name)] = layer_raw.reshape(*shape, *layer_raw.shape[1:]).cpu()
             maps[(name, method.name)] = layer_map.reshape(*shape, *size).cpu()
-    detached_logits = logits.detach().float().cpu()
     return Explanation(
         maps=maps,
         raw=raw,
@@ -386,4 +410,6 @@ def run_pass(
         model_name=model_name,
         pretrained=pretrained,
         layer_types={name: describe_layer(network, name) for name in unique},
+        warnings=messages(flags),
+        flagged=flagged_maps(flags),
     )

@@ -46,6 +46,20 @@ def _wrong(message: str) -> Feedback:
     return Feedback(False, f"Not yet: {message}")
 
 
+def unanswered(answer: Any) -> bool:
+    """Whether an exercise's answer is still the ``...`` placeholder of a student copy."""
+    return answer is ...
+
+
+def _not_answered(hint: str) -> Feedback:
+    """The feedback for an answer not written yet: no traceback, a hint instead."""
+    return Feedback(
+        False,
+        "Not answered yet: replace the `...` in the cell above with your answer and run it, "
+        f"then run this cell again. Hint: {hint}",
+    )
+
+
 def _tensor(answer: Any, name: str) -> torch.Tensor | Feedback:
     """The answer as a detached float CPU tensor, or the feedback that it is not one."""
     if isinstance(answer, torch.Tensor):
@@ -137,6 +151,112 @@ def check_explained_class(explanation: Any, class_name: str) -> Feedback:
     return _right(f"the map shows the evidence for {class_name!r}")
 
 
+def _box_share(heatmap: torch.Tensor, box: Any) -> float:
+    """The fraction of a (H, W) heatmap's total inside ``box`` = (x0, y0, x1, y1), end excluded."""
+    x0, y0, x1, y1 = (int(v) for v in box)
+    total = float(heatmap.sum())
+    return float(heatmap[y0:y1, x0:x1].sum()) / total if total > 0 else 0.0
+
+
+def check_class_map(explanation: Any, class_name: str, box: Any, on_object: Any) -> Feedback:
+    """Lesson 00: Lite0's Grad-CAM of the water-bird photo for ``class_name``, and a prediction.
+
+    The prediction ``on_object`` says whether more than half of that map lies inside ``box``
+    (x0, y0, x1, y1 in the model's 224 x 224 picture). The map itself is compared with camkit's,
+    so explaining the top class, another photo or another model does not pass.
+    """
+    hint = (
+        "think about what the last layer's channels respond to in this photo, and whether a "
+        "runner-up class would use other channels in other places; then look at the `target` "
+        "argument of camkit.explain"
+    )
+    if unanswered(explanation) or unanswered(on_object):
+        return _not_answered(hint)
+    if not isinstance(on_object, bool):
+        return _wrong(f"the prediction must be True or False, got {on_object!r}")
+    if not isinstance(explanation, camkit.Explanation):
+        return _wrong(f"pass the result of camkit.explain, got {type(explanation).__name__}")
+    explained = _label(explanation)
+    if explained != class_name:
+        return _wrong(
+            f"you explained {explained!r}, not {class_name!r}: camkit.explain explains the top "
+            "class unless told otherwise"
+        )
+    if "gradcam" not in explanation.methods:
+        return _wrong(f"methods are {explanation.methods}; this exercise asks for Grad-CAM")
+    reference = camkit.explain(
+        _lite0(), camkit.sample_image("water-bird"), methods=["gradcam"], target=class_name
+    )
+    layer = reference.layers[0]
+    if layer not in explanation.layers:
+        return _wrong(f"layers are {explanation.layers}; keep the default layer ({layer!r})")
+    answer = _per_image(explanation.maps[(layer, "gradcam")])
+    expected = _per_image(reference.maps[(layer, "gradcam")])
+    if answer.shape != expected.shape or not torch.allclose(answer, expected, atol=1e-4):
+        return _wrong(
+            f"this is not Lite0's Grad-CAM map for {class_name!r} on the water-bird photo: "
+            "explain `image` with the model `lite0`"
+        )
+    share = _box_share(expected[0], box)
+    x0, y0, x1, y1 = (int(v) for v in box)
+    area = (x1 - x0) * (y1 - y0) / (expected.shape[-1] * expected.shape[-2])
+    where = "inside" if share > 0.5 else "outside"
+    if on_object != (share > 0.5):
+        return _wrong(
+            f"your map is right, your prediction is not: {share:.0%} of the {class_name!r} map "
+            f"lies in the box (which covers {area:.0%} of the picture). Compare it with the "
+            "spoonbill map: what do the two have in common?"
+        )
+    return _right(
+        f"{share:.0%} of the {class_name!r} map lies {where} the bird's box ({area:.0%} of the "
+        "picture): a runner-up class's map can sit on the same object as the top class's"
+    )
+
+
+def check_occlusion_prediction(
+    loaded: camkit.LoadedModel, image: Any, box: Any, prediction: Any
+) -> Feedback:
+    """Lesson 00: predict whether the top class survives covering the box, or all but the box.
+
+    ``prediction`` maps "bird covered" and "bird only" to True (still the top class) or False.
+    Covered pixels get the model's mean colour, 0 after normalisation.
+    """
+    keys = ("bird covered", "bird only")
+    if unanswered(prediction):
+        return _not_answered(
+            "the heatmap says where the evidence is strongest; ask whether the rest of the "
+            "picture could carry the class on its own, and whether the box alone could"
+        )
+    if not isinstance(prediction, Mapping) or set(prediction) != set(keys):
+        return _wrong(f"write a dict with the keys {list(keys)}, each True or False")
+    if not all(isinstance(prediction[key], bool) for key in keys):
+        return _wrong("each prediction must be True or False")
+    x = loaded.preprocessing(image)[None]
+    x0, y0, x1, y1 = (int(v) for v in box)
+    covered = x.clone()
+    covered[..., y0:y1, x0:x1] = 0
+    only = torch.zeros_like(x)
+    only[..., y0:y1, x0:x1] = x[..., y0:y1, x0:x1]
+    with torch.no_grad(), hooks.evaluation_mode(loaded.model):
+        probs = hooks.logits_of(loaded.model(torch.cat([x, covered, only]))).softmax(dim=1)
+    top = int(probs[0].argmax())
+    name = loaded.categories[top] if loaded.categories else f"class {top}"
+    truth = {
+        "bird covered": int(probs[1].argmax()) == top,
+        "bird only": int(probs[2].argmax()) == top,
+    }
+    measured = (
+        f"{name} {probs[0, top]:.1%} on the photo, {probs[1, top]:.1%} with the bird covered, "
+        f"{probs[2, top]:.1%} with only the bird"
+    )
+    wrong = [key for key in keys if prediction[key] != truth[key]]
+    if wrong:
+        return _wrong(f"{measured}: your prediction for {wrong} did not hold")
+    if truth["bird only"] and not truth["bird covered"]:
+        return _right(f"{measured}: the model needs what is in the box, where the map is hot")
+    return _right(f"{measured}: the picture outside the box carries the class too")
+
+
 def check_activations(model: nn.Module, x: torch.Tensor, layer: str, activations: Any) -> Feedback:
     """Lesson 01: the output of ``layer`` for the input ``x``, taken with a forward hook."""
     left = hooks.hook_count(model)
@@ -173,6 +293,73 @@ def check_gradients(
                 f"these are the gradients of the top class ({top}); use logits[0, {class_index}]"
             )
     return _wrong(f"the gradients differ: take logits[0, {class_index}] of this forward pass")
+
+
+def check_constant_gradient(
+    model: nn.Module, x: torch.Tensor, layer: str, class_index: int, answer: Any
+) -> Feedback:
+    """Lesson 01: predict whether d(score)/d(layer) is the same at every position of a channel."""
+    if unanswered(answer):
+        return _not_answered(
+            "list the steps between this layer and the average pooling, and ask of each one "
+            "whether it treats every position of a channel the same way"
+        )
+    if not isinstance(answer, bool):
+        return _wrong(f"answer True or False, got {answer!r}")
+    _, gradients = _capture(model, x, layer, class_index)
+    assert gradients is not None
+    grads = _per_image(gradients)
+    varying = ~(grads == grads[:, :1, :1]).all(dim=(1, 2))
+    count, total = int(varying.sum()), grads.shape[0]
+    truth = count == 0
+    zeros = float((grads == 0).float().mean())
+    measured = (
+        f"at {layer}, {count} of {total} channels have a gradient that varies with position, "
+        f"and {zeros:.0%} of the gradient values are exactly 0"
+    )
+    if answer != truth:
+        return _wrong(
+            f"{measured}. Which step after {layer} can pass a gradient at one "
+            "position and block it at another?"
+        )
+    if truth:
+        return _right(f"{measured}: every position counts the same")
+    return _right(
+        f"{measured}: the ReLU6 passes the gradient only where its input lies between 0 and 6, "
+        "so positions differ"
+    )
+
+
+def check_changed_cells(model: nn.Module, x: torch.Tensor, layer: str, answer: Any) -> Feedback:
+    """Lesson 01: predict how many cells of ``layer``'s map change when a 32 x 32 corner changes.
+
+    The top-left 32 x 32 pixels of ``x`` are set to 0 (the model's mean colour); a cell changes
+    when any of its channels moves by more than 1e-4.
+    """
+    choices = ("one", "some", "all")
+    if unanswered(answer):
+        return _not_answered(
+            "the cells are 32 pixels apart; how far does each one see? Recall the receptive "
+            "field measured in this lesson"
+        )
+    if answer not in choices:
+        return _wrong(f"answer one of {choices}, got {answer!r}")
+    painted = x.clone()
+    painted[..., :32, :32] = 0
+    before, _ = _capture(model, x, layer)
+    after, _ = _capture(model, painted, layer)
+    changed = ((after - before).abs() > 1e-4).any(dim=1)[0]
+    count, total = int(changed.sum()), changed.numel()
+    truth = "one" if count == 1 else "all" if count == total else "some"
+    measured = f"{count} of the {total} cells of {layer} changed"
+    if answer != truth:
+        return _wrong(
+            f"{measured}. How many pixels does the corner cell's value depend on, "
+            "and the centre cell's?"
+        )
+    if truth == "one":
+        return _right(f"{measured}: each cell sees only its own patch")
+    return _right(f"{measured}: a cell sees far beyond its own 32 x 32 patch")
 
 
 def check_channel_weights(gradients: torch.Tensor, weights: Any) -> Feedback:
@@ -235,6 +422,97 @@ def check_evidence_against(
     return _wrong("the map differs: ReLU of minus the weighted sum of the channels")
 
 
+def _gradcam_of_score(
+    loaded: camkit.LoadedModel, image: Any, score: Any
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grad-CAM's raw map and heatmap of one image for a callable ``score`` of the logits."""
+    explanation = camkit.explain(loaded, image, methods=["gradcam"], target=score)
+    layer = explanation.layers[0]
+    return (
+        _per_image(explanation.raw[(layer, "gradcam")])[0],
+        _per_image(explanation.maps[(layer, "gradcam")])[0],
+    )
+
+
+def check_logit_scaling(
+    loaded: camkit.LoadedModel, image: Any, raw_factor: Any, heatmap_changes: Any
+) -> Feedback:
+    """Lesson 02: predict what multiplying the logits by 10 does to the raw map and the heatmap."""
+    if unanswered(raw_factor) or unanswered(heatmap_changes):
+        return _not_answered(
+            "follow the factor through the four steps: the gradient, the channel weights, the "
+            "weighted sum, the ReLU, then the min-max scaling"
+        )
+    factor = _number(raw_factor, "raw_factor")
+    if isinstance(factor, Feedback):
+        return factor
+    if not isinstance(heatmap_changes, bool):
+        return _wrong(f"`heatmap_changes` must be True or False, got {heatmap_changes!r}")
+    x = loaded.preprocessing(image)[None]
+    with torch.no_grad(), hooks.evaluation_mode(loaded.model):
+        top = int(hooks.logits_of(loaded.model(x))[0].argmax())
+    raw, heat = _gradcam_of_score(loaded, image, lambda logits: logits[:, top])
+    raw10, heat10 = _gradcam_of_score(loaded, image, lambda logits: 10 * logits[:, top])
+    measured_factor = float(raw10.max() / raw.max())
+    changed = float((heat10 - heat).abs().max())
+    moved = (
+        "did not change (no pixel moved by 1e-4)"
+        if changed <= 1e-4
+        else f"changed by up to {changed:.2f}"
+    )
+    measured = f"the raw map was multiplied by {measured_factor:.2f}, and the heatmap {moved}"
+    if abs(factor - measured_factor) > 0.01 * measured_factor:
+        return _wrong(f"{measured}. Which of the four steps scale with the score, and which not?")
+    if heatmap_changes != (changed > 1e-4):
+        return _wrong(f"{measured}. What does (m - min) / (max - min) do to a map multiplied by k?")
+    return _right(
+        f"{measured}: every step up to the ReLU scales with the score, and min-max scaling "
+        "cancels the factor, so the heatmap cannot show it"
+    )
+
+
+def check_negated_score(
+    loaded: camkit.LoadedModel, image: Any, class_name: str, answer: Any
+) -> Feedback:
+    """Lesson 02: predict Grad-CAM's map for minus a class score ("same", "zero" or "against")."""
+    choices = ("same", "zero", "against")
+    if unanswered(answer):
+        return _not_answered(
+            "the gradient of -y is minus the gradient of y; follow the sign through the channel "
+            "weights and the weighted sum to the ReLU"
+        )
+    if answer not in choices:
+        return _wrong(f"answer one of {choices}, got {answer!r}")
+    index = list(loaded.categories or []).index(class_name)
+    plain, _ = _gradcam_of_score(loaded, image, lambda logits: logits[:, index])
+    minus, _ = _gradcam_of_score(loaded, image, lambda logits: -logits[:, index])
+    x = loaded.preprocessing(image)[None]
+    layer = camkit.explain(loaded, image, methods=["gradcam"]).layers[0]
+    activations, gradients = _capture(loaded.model, x, layer, index)
+    assert gradients is not None
+    acts, grads = _per_image(activations), _per_image(gradients)
+    weighted_sum = (grads.mean(dim=(1, 2))[:, None, None] * acts).sum(dim=0)
+    scale = float(weighted_sum.abs().max())
+    if float(minus.abs().max()) <= 1e-6 * scale:
+        truth = "zero"
+    elif torch.allclose(minus, torch.relu(-weighted_sum), atol=1e-5 * scale):
+        truth = "against"
+    elif torch.allclose(minus, plain, atol=1e-5 * scale):
+        truth = "same"
+    else:
+        truth = "none of these"
+    cells = int((minus > 0).sum())
+    measured = f"the map of -{class_name} is non-zero in {cells} of {minus.numel()} cells"
+    if answer != truth:
+        return _wrong(f"{measured}. Compare it with the maps of step 3 for {class_name!r}.")
+    if truth != "against":
+        return _right(measured)
+    return _right(
+        f"{measured}: minus the score flips every channel weight, so the ReLU keeps what it "
+        "removed before, the evidence against the class"
+    )
+
+
 def _alpha(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
     """Grad-CAM++'s alpha, Eq. 19 of Chattopadhay et al. 2018, 0 where the denominator is 0."""
     squared = gradients**2
@@ -245,6 +523,8 @@ def _alpha(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
 
 def check_alpha(activations: torch.Tensor, gradients: torch.Tensor, alpha: Any) -> Feedback:
     """Lesson 03: Grad-CAM++'s alpha coefficients (Eq. 19, the exponential-score form)."""
+    if unanswered(alpha):
+        return _not_answered("Eq. 19: G^2 over 2 G^2 plus G^3 times the channel's sum of A")
     acts, grads = _per_image(activations), _per_image(gradients)
     expected = _alpha(acts, grads)
     answer = _compare(alpha, expected, "my_alpha")
@@ -269,6 +549,8 @@ def check_gradcam_plus_plus_weights(
     activations: torch.Tensor, gradients: torch.Tensor, weights: Any
 ) -> Feedback:
     """Lesson 03: Grad-CAM++'s channel weights, sum_ij alpha_ij ReLU(G_ij)."""
+    if unanswered(weights):
+        return _not_answered("alpha times the positive part of the gradient, summed over the grid")
     acts, grads = _per_image(activations), _per_image(gradients)
     alpha = _alpha(acts, grads)
     expected = (alpha * torch.relu(grads)).sum(dim=(1, 2))
@@ -288,8 +570,141 @@ def check_gradcam_plus_plus_weights(
     )
 
 
+def _min_max(heatmap: torch.Tensor) -> torch.Tensor:
+    """A map scaled to [0, 1] as the engine does (a constant map becomes zeros)."""
+    low, high = heatmap.min(), heatmap.max()
+    return (heatmap - low) / (high - low) if high > low else torch.zeros_like(heatmap)
+
+
+def _amount(value: float, rounding: float = 1e-4) -> str:
+    """A difference for a message: two digits, or "< rounding" (machine-dependent digits)."""
+    return f"< {rounding:g}" if value < rounding else f"{value:.2g}"
+
+
+def _plus_plus_raw(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+    """The raw (h, w) map of :func:`camkit.cam.gradcam_plus_plus` for (C, h, w) tensors."""
+    return cam.gradcam_plus_plus(cam.LayerTensors(activations[None], gradients[None]))[0]
+
+
+def check_where_alpha_is_smallest(
+    activations: torch.Tensor, gradients: torch.Tensor, answer: Any
+) -> Feedback:
+    """Lesson 03: within a channel, is alpha smallest where G is largest or smallest (G > 0)?
+
+    The answer is a prediction, "largest" or "smallest"; the checker measures it on every channel
+    with a positive activation sum and at least two different positive gradients.
+    """
+    hint = "for G > 0, cancel G^2 in Eq. 19; how does what is left change as G grows?"
+    if unanswered(answer):
+        return _not_answered(hint)
+    words = str(answer).lower()
+    said = "largest" if "larg" in words else "smallest" if "small" in words else None
+    if not isinstance(answer, str) or said is None:
+        return _wrong("`my_prediction` must be the string 'largest' or 'smallest'")
+    acts, grads = _per_image(activations), _per_image(gradients)
+    alpha = _alpha(acts, grads)
+    agree = total = 0
+    for k in range(acts.shape[0]):
+        positive = grads[k] > 0
+        if acts[k].sum() <= 0 or grads[k][positive].unique().numel() < 2:
+            continue
+        total += 1
+        at_largest_gradient = alpha[k][positive][grads[k][positive].argmax()]
+        agree += int(bool(torch.isclose(at_largest_gradient, alpha[k][positive].min())))
+    if total == 0:
+        return _wrong("no channel here has two different positive gradients; use A15 and G15")
+    truth = "largest" if agree > total / 2 else "smallest"
+    measured = f"in {agree} of {total} channels the smallest alpha sits where G is largest"
+    if said != truth:
+        return _wrong(f"measured: {measured}. Hint: {hint}")
+    return _right(f"{measured}: alpha = 1 / (2 + G sum A) falls as G grows, since sum A > 0")
+
+
+def check_plus_plus_logit_scaling(
+    activations: torch.Tensor, gradients: torch.Tensor, answer: Any, factor: float = 10.0
+) -> Feedback:
+    """Lesson 03: does multiplying the logit by ``factor`` change each method's normalised map?
+
+    ``answer`` is a prediction ``{"gradcam": bool, "gradcam++": bool}`` (True: the map changes).
+    The checker computes both maps with the gradients ``G`` and ``factor * G`` and calls a map
+    changed when the two min-max scaled maps differ by more than 1e-3 anywhere.
+    """
+    hint = f"put {factor:g} G in place of G in each method's weights: which ones just scale?"
+    if unanswered(answer):
+        return _not_answered(hint)
+    methods = {"gradcam": cam.gradcam, "gradcam++": cam.gradcam_plus_plus}
+    if not isinstance(answer, Mapping) or set(answer) != set(methods):
+        return _wrong('`my_prediction` must be a dict {"gradcam": True/False, "gradcam++": ...}')
+    if not all(isinstance(value, bool) for value in answer.values()):
+        return _wrong("each prediction is True (the map changes) or False (it does not)")
+    acts, grads = _per_image(activations)[None], _per_image(gradients)[None]
+    moved = {}
+    for name, method in methods.items():
+        before = _min_max(method(cam.LayerTensors(acts, grads))[0])
+        after = _min_max(method(cam.LayerTensors(acts, factor * grads))[0])
+        moved[name] = float((before - after).abs().max())
+    measured = ", ".join(f"{name}'s map moves by {_amount(value)}" for name, value in moved.items())
+    wrong = [name for name in methods if answer[name] != (moved[name] > 1e-3)]
+    if wrong:
+        return _wrong(f"{', '.join(wrong)}: measured, {measured}. Hint: {hint}")
+    return _right(
+        f"{measured}. Grad-CAM's weights all grow {factor:g} times, which min-max scaling "
+        f"removes; Grad-CAM++'s alpha = 1 / (2 + {factor:g} G sum A) shrinks more where G sum A "
+        "is large, so the channels' relative weights change"
+    )
+
+
+def check_plus_plus_limit_weights(
+    activations: torch.Tensor, gradients: torch.Tensor, answer: Any
+) -> Feedback:
+    """Lesson 03: Grad-CAM++'s channel weights when the score is multiplied by a huge factor.
+
+    At a layer whose gradient is one value ``g_k`` per channel, ``f`` times the score gives
+    ``w_k = hw f g_k / (2 + f g_k sum A_k)``, which tends to ``hw / sum A_k`` where ``g_k > 0``
+    and is 0 where ``g_k <= 0``. Weights proportional to that are right (a common positive
+    factor does not change the normalised map); channels whose activations are all 0 are not
+    compared (they add nothing to the map).
+    """
+    hint = "divide the numerator and the denominator of w_k by f, then let f grow"
+    if unanswered(answer):
+        return _not_answered(hint)
+    acts, grads = _per_image(activations), _per_image(gradients)
+    g = grads.flatten(1)[:, 0]
+    if not torch.equal(grads, g[:, None, None].expand_as(grads)):
+        return _wrong("use a layer whose gradient is one value per channel (`_swish`, A and G)")
+    sums = acts.sum(dim=(1, 2))
+    live = sums > 0
+    expected = torch.where((g > 0) & live, 1 / torch.where(live, sums, 1), 0.0)
+    tensor = _compare(answer, expected, "my_limit_weights")
+    if isinstance(tensor, Feedback):
+        return tensor
+    if not torch.isfinite(tensor[live]).all():
+        return _wrong("some weights of live channels are not finite; the limit is finite")
+    if bool((tensor[live & (g <= 0)] != 0).any()):
+        return _wrong("a channel with g_k <= 0 keeps weight 0 at every scale: ReLU(f g_k) = 0")
+    top = float(tensor[live].abs().max())
+    if top == 0:
+        return _wrong(f"all your weights are 0. Hint: {hint}")
+    scale = float(expected.max()) / top
+    if not torch.allclose(tensor[live] * scale, expected[live], rtol=1e-3, atol=1e-6 * scale):
+        return _wrong(f"the weights are not proportional to the limit. Hint: {hint}")
+    limit = _min_max(torch.relu((expected[:, None, None] * acts).sum(dim=0)))
+    gaps = {
+        scale: float((_min_max(_plus_plus_raw(acts, scale * grads)) - limit).abs().max())
+        for scale in (1.0, 1e8)
+    }
+    return _right(
+        f"w_k -> hw / sum A_k where g_k > 0: only the gradient's sign is left. The heatmap of "
+        f"the score itself differs from the limit's by up to {gaps[1.0]:.2f}; that of 10^8 "
+        f"times the score by {_amount(gaps[1e8], 0.01)}"
+    )
+
+
 def check_dotted_name(model: nn.Module, tutorial_name: str, dotted_name: Any) -> Feedback:
     """Lesson 04: the dotted module name a pytorch-gradcam layer name stands for."""
+    hint = "each part between dots must be the name of a child of the module before it"
+    if unanswered(dotted_name):
+        return _not_answered(hint)
     expected = layers.resolve_layer(model, tutorial_name)
     if not isinstance(dotted_name, str):
         return _wrong(f"`my_dotted_name` must be a string, got {type(dotted_name).__name__}")
@@ -300,26 +715,90 @@ def check_dotted_name(model: nn.Module, tutorial_name: str, dotted_name: Any) ->
     if dotted_name.replace("_", ".") == expected.replace("_", "."):
         return _wrong("keep the underscores inside a child's name, e.g. 'expand3x3_activation'")
     if dotted_name not in dict(model.named_modules()):
-        return _wrong(f"the model has no module {dotted_name!r}; try layers.resolve_layer")
-    return _wrong(f"{dotted_name!r} is another module; try layers.resolve_layer")
+        return _wrong(f"the model has no module {dotted_name!r}; {hint}")
+    return _wrong(f"{dotted_name!r} is another module; {hint}")
 
 
-def check_signed_layers(model: nn.Module, x: torch.Tensor, answer: Any) -> Feedback:
-    """Lesson 04: for each layer named in ``answer``, whether its output has negative values."""
+def check_signed_layers(
+    model: nn.Module, x: torch.Tensor, answer: Any, candidates: Any = None
+) -> Feedback:
+    """Lesson 04: for each layer, the prediction whether its output has negative values.
+
+    Args:
+        model: The network.
+        x: Its input.
+        answer: ``{layer name: True or False}``, True for a signed output.
+        candidates: The layers the exercise asks about; when given, every one of them must be
+            answered (a dict naming only some of them is not an answer).
+    """
+    hint = "think of the last operation each module applies: which of them can output x < 0?"
+    if unanswered(answer):
+        return _not_answered(hint)
     if not isinstance(answer, Mapping) or not answer:
         return _wrong("`my_signed` must be a dict {layer name: True or False}")
     names = list(answer)
+    if candidates is not None and set(names) != set(candidates):
+        missing = [name for name in candidates if name not in answer]
+        extra = [name for name in names if name not in candidates]
+        return _wrong(
+            f"answer for exactly the layers asked: missing {missing or 'none'}, "
+            f"not asked {extra or 'none'}"
+        )
+    if not all(isinstance(answer[name], bool) for name in names):
+        return _wrong("each value is True (the output can be negative) or False")
+    modules = dict(model.named_modules())
+    unknown = [name for name in names if name not in modules]
+    if unknown:
+        return _wrong(f"the model has no module {', '.join(map(repr, unknown))}")
     with hooks.evaluation_mode(model), hooks.capture(model, names) as captured, torch.no_grad():
         model(x)
-    wrong = [
-        name for name in names if bool(answer[name]) != bool(captured.activations[name].min() < 0)
-    ]
+    signed = {name: bool(captured.activations[name].min() < 0) for name in names}
+    wrong = [name for name in names if answer[name] != signed[name]]
     if wrong:
-        return _wrong(
-            f"{', '.join(wrong)}: look again; a convolution's or a BatchNorm's output can be "
-            "negative, a ReLU's or ReLU6's cannot"
-        )
-    return _right(f"{sum(bool(v) for v in answer.values())} of {len(names)} layers are signed")
+        return _wrong(f"{', '.join(wrong)}: look again. Hint: {hint}")
+    which = ", ".join(name for name in names if signed[name]) or "none"
+    return _right(f"{sum(signed.values())} of {len(names)} layers are signed: {which}")
+
+
+def check_same_map_after_linear_layer(
+    loaded: Any,
+    image: Any,
+    answer: Any,
+    before: str = "_blocks.15",
+    after: str = "_conv_head",
+    methods: tuple[str, ...] = ("gradcam++", "xgradcam", "hirescam"),
+) -> Feedback:
+    """Lesson 04: which methods give the same map before and after a 1x1 convolution.
+
+    ``answer`` is a prediction ``{method: True or False}`` for each of ``methods`` (True: the
+    maps at ``before`` and ``after`` are the same). The checker explains ``image`` at both
+    layers and calls two maps the same when their min-max scaled values differ by less than
+    1e-4 everywhere (Grad-CAM's differ by rounding, below 1e-5, on Lite0).
+    """
+    hint = (
+        "write the gradient at the first layer with the 1x1 convolution's matrix M (G = M^T G'), "
+        "and follow it through each method's formula: which ones stay linear in G?"
+    )
+    if unanswered(answer):
+        return _not_answered(hint)
+    if not isinstance(answer, Mapping) or set(answer) != set(methods):
+        return _wrong(f"`my_same` must be a dict with one True/False for each of {list(methods)}")
+    if not all(isinstance(value, bool) for value in answer.values()):
+        return _wrong("each prediction is True (the same map) or False (a different map)")
+    result = camkit.explain(loaded, image, methods=list(methods), layers=[before, after])
+    gaps = {
+        method: float((result[(before, method)] - result[(after, method)]).abs().max())
+        for method in methods
+    }
+    measured = ", ".join(f"{method} {_amount(gap)}" for method, gap in gaps.items())
+    wrong = [method for method in methods if answer[method] != (gaps[method] < 1e-4)]
+    if wrong:
+        return _wrong(f"{', '.join(wrong)}: measured largest differences {measured}. Hint: {hint}")
+    return _right(
+        f"largest differences between {before} and {after}: {measured}. A method whose map is "
+        "linear in G at each position and sums G A over channels carries M through unchanged; "
+        "one that divides by channel sums or keeps only positive gradients does not"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -419,6 +898,74 @@ def check_class_in_box(explanation: Any, box: Any, answer: Any) -> Feedback:
     return _wrong(f"{answer!r} is not among the ten explained classes")
 
 
+def check_box_prediction(
+    image: Any, class_name: str, boxes: Mapping[str, Any], answer: Any
+) -> Feedback:
+    """Lesson 06: which box (a key of ``boxes``) the Grad-CAM map of ``class_name`` peaks in.
+
+    The map is computed here, on EfficientNet-Lite0 at its auto layer, so the answer is judged
+    against the class's own map, not against a map passed in.
+    """
+    if unanswered(answer):
+        return _not_answered(
+            "the map follows the gradient of the class's own score, however small its probability"
+        )
+    if answer not in boxes:
+        return _wrong(f"answer with one of {sorted(boxes)}, got {answer!r}")
+    heat = camkit.explain(_lite0(), image, methods=["gradcam"], target=class_name)["gradcam"][0]
+    point = _peak_of(heat)
+    inside = [name for name, box in boxes.items() if _inside(point, box)]
+    if answer in inside and len(inside) == 1:
+        return _right(f"the {class_name!r} map peaks at {point}, in the {answer} box only")
+    if answer in inside:
+        return _right(f"the {class_name!r} map peaks at {point}, in the boxes {inside}")
+    return _wrong(
+        f"the {class_name!r} map peaks elsewhere; a class's map looks for that class's evidence, "
+        "even when the model gives it little probability"
+    )
+
+
+def _band(value: float, low: float = 0.5, high: float = 0.9) -> str:
+    return "low" if value < low else "middle" if value < high else "high"
+
+
+def check_class_correlations(image: Any, reference: str, answer: Any) -> Feedback:
+    """Lesson 06: predicted correlation bands between the map of ``reference`` and others.
+
+    Bands of the Spearman correlation: "low" < 0.3 <= "middle" < 0.7 <= "high". The maps are
+    computed here on EfficientNet-Lite0 at its auto layer.
+    """
+    if unanswered(answer):
+        return _not_answered(
+            "ask yourself whether the model looks at different pixels for two dog breeds"
+        )
+    if not isinstance(answer, Mapping) or not answer:
+        return _wrong('give a dict such as {"boxer": "high", "tabby": "low"}')
+    bad = {name: band for name, band in answer.items() if band not in ("low", "middle", "high")}
+    if bad:
+        return _wrong(f"each prediction is 'low', 'middle' or 'high', got {bad}")
+    names = [reference, *answer]
+    exp = camkit.explain(_lite0(), [image] * len(names), methods=["gradcam"], target=names)
+    maps = exp["gradcam"]
+    rho = _spearman(maps[:1].expand(len(names) - 1, -1, -1), maps[1:])
+    actual = {name: float(value) for name, value in zip(answer, rho, strict=True)}
+    wrong = [name for name in answer if answer[name] != _band(actual[name], 0.3, 0.7)]
+    measured = ", ".join(f"{name} {value:.2f}" for name, value in actual.items())
+    if not wrong:
+        return _right(f"correlations with {reference!r}: {measured}")
+    return _wrong(
+        f"{len(wrong)} of {len(answer)} bands differ ({', '.join(wrong)}); think about what the "
+        "weights of two classes that look alike have in common, and of two that do not"
+    )
+
+
+def _spearman(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """Spearman correlation of each pair of maps (imported late: metrics loads scipy parts)."""
+    from camkit.metrics import spearman
+
+    return spearman(first, second)
+
+
 def check_auc(fractions: torch.Tensor, scores: torch.Tensor, answer: Any) -> Feedback:
     """Lesson 07: the area under a curve by the trapezoid rule."""
     value = _number(answer, "my_auc")
@@ -479,8 +1026,66 @@ def check_first_step_below(
     return _wrong(f"below {threshold} after {answer!r}, yes, but already after an earlier block")
 
 
+def check_survival_prediction(
+    random_maps: torch.Tensor, activation_sums: torch.Tensor, answer: Any
+) -> Feedback:
+    """Lesson 07: the predicted band of Grad-CAM++'s likeness to the plain channel sum.
+
+    The mean Spearman correlation between Grad-CAM++'s maps under random classifiers
+    (D, B, H, W) and the plain channel sums (B, H, W). Bands: below 0.5, 0.5 to 0.9, 0.9 and
+    above; the answer is one number.
+    """
+    if unanswered(answer):
+        return _not_answered(
+            "which channels get a positive weight from a random classifier, and what sign do "
+            "the activations have?"
+        )
+    value = _number(answer, "my_guess")
+    if isinstance(value, Feedback):
+        return value
+    maps = random_maps.detach().cpu().float()
+    sums = activation_sums.detach().cpu().float().expand_as(maps)
+    actual = float(
+        _spearman(maps.reshape(-1, *maps.shape[-2:]), sums.reshape(-1, *sums.shape[-2:])).mean()
+    )
+    if _band(value) == _band(actual):
+        return _right(f"the mean correlation is {actual:.2f}; you predicted {value:.2f}")
+    return _wrong(
+        f"your {value:.2f} is in another band than the measured value; think about a positive "
+        "mix of hundreds of non-negative maps: whose pixels can it make large?"
+    )
+
+
+def check_eigencam_prediction(model: Any, images: torch.Tensor, answer: Any) -> Feedback:
+    """Lesson 07: Eigen-CAM's predicted correlation after the classifier is randomised.
+
+    The mean Spearman correlation of the maps before and after the sanity check's first step,
+    within 0.05.
+    """
+    if unanswered(answer):
+        return _not_answered("what does Eigen-CAM read from the model, and does `_fc` change it?")
+    value = _number(answer, "my_eigencam")
+    if isinstance(value, Feedback):
+        return value
+    from camkit.metrics import sanity_check
+
+    result = sanity_check(model, images, ["eigencam"], steps=1)
+    actual = float(result.correlations["eigencam"][0])
+    if abs(value - actual) <= 0.05:
+        return _right(
+            f"after randomising {result.steps[0]!r} Eigen-CAM's correlation is {actual:.2f}: "
+            f"{result.reasons['eigencam']}"
+        )
+    return _wrong(
+        f"{value:.2f} is not it; Eigen-CAM uses only the activations of the explained layer: "
+        "does randomising a layer after it change them?"
+    )
+
+
 def check_ablation_weights(score: Any, ablated: torch.Tensor, answer: Any) -> Feedback:
     """Lesson 08: Ablation-CAM's channel weights ``(y - y_k) / y``."""
+    if unanswered(answer):
+        return _not_answered("the weight is the drop of the score, relative to the score")
     y = float(score)
     y_k = torch.as_tensor(ablated).detach().cpu().float()
     expected = (y - y_k) / y
@@ -498,6 +1103,8 @@ def check_ablation_weights(score: Any, ablated: torch.Tensor, answer: Any) -> Fe
 
 def check_layercam(activations: torch.Tensor, gradients: torch.Tensor, answer: Any) -> Feedback:
     """Lesson 08: LayerCAM's raw map ``ReLU(sum_k ReLU(G_k) * A_k)``, shape (h, w)."""
+    if unanswered(answer):
+        return _not_answered("each activation is weighted by the positive gradient at its place")
     acts, grads = _per_image(activations), _per_image(gradients)
     expected = cam.layercam(cam.LayerTensors(acts[None], grads[None]))[0]
     layer_map = _compare(answer, expected, "my_layercam")
@@ -514,6 +1121,8 @@ def check_layercam(activations: torch.Tensor, gradients: torch.Tensor, answer: A
 
 def check_tokens_to_grid(tokens: torch.Tensor, answer: Any) -> Feedback:
     """Lesson 08: (N, 1 + h*w, C) transformer tokens laid out as an (N, C, h, w) grid."""
+    if unanswered(answer):
+        return _not_answered("token 0 is the class token; the other tokens are patches, row by row")
     t = tokens.detach().cpu().float()
     side = int((t.shape[1] - 1) ** 0.5)
     expected = t[:, 1:].reshape(t.shape[0], side, side, t.shape[2]).permute(0, 3, 1, 2)
@@ -530,3 +1139,301 @@ def check_tokens_to_grid(tokens: torch.Tensor, answer: Any) -> Feedback:
     if _close(grid, t[:, :-1].reshape(t.shape[0], side, side, -1).permute(0, 3, 1, 2)).all():
         return _wrong("the class token is the first token, t[:, 0]; keep t[:, 1:]")
     return _wrong("the grid differs: t[:, 1:].reshape(N, 14, 14, C).permute(0, 3, 1, 2)")
+
+
+def _choice(answer: Any, options: str, name: str) -> str | Feedback:
+    """One option letter from an answer such as "b", " B ", "(b)", or the feedback on it."""
+    if isinstance(answer, str):
+        letter = answer.strip().strip("()").strip().lower()
+        if len(letter) == 1 and letter in options:
+            return letter
+    return _wrong(f"`{name}` must be one of the letters {', '.join(repr(o) for o in options)}")
+
+
+def check_ablation_prediction(
+    score: Any,
+    ablated: torch.Tensor,
+    activations: torch.Tensor,
+    gradients: torch.Tensor,
+    channels: Any,
+    answer: Any,
+) -> Feedback:
+    """Lesson 08: which rule gives Ablation-CAM's drops ``y - y_k`` at the last layer.
+
+    The options: (a) ``w_k``, Grad-CAM's weight (the mean gradient of channel k); (b) ``w_k`` times
+    the sum of ``A_k`` over the positions; (c) ``w_k`` times its mean; (d) no simple rule. The rule
+    that holds is found from the numbers: the drops measured by ablation against each candidate.
+    """
+    if unanswered(answer):
+        return _not_answered(
+            "write the logit as what the layers after `_swish` do to its channels, then take one "
+            "channel's term away"
+        )
+    letter = _choice(answer, "abcd", "my_rule")
+    if isinstance(letter, Feedback):
+        return letter
+    y = float(score)
+    drops = y - torch.as_tensor(ablated).detach().cpu().double()
+    index = torch.as_tensor(channels).flatten().long().cpu()
+    acts = _per_image(activations).double()[index]
+    weights = _per_image(gradients).double()[index].mean(dim=(1, 2))
+    candidates = {
+        "a": weights,
+        "b": weights * acts.sum(dim=(1, 2)),
+        "c": weights * acts.mean(dim=(1, 2)),
+    }
+    scale = float(drops.abs().max()) or 1.0
+    error = {key: float((value - drops).abs().max()) for key, value in candidates.items()}
+    holds = [key for key, value in error.items() if value < 1e-3 * scale]
+    truth = holds[0] if holds else "d"
+    if letter == truth:
+        if truth == "d":
+            return _right("no candidate matches the measured drops")
+        return _right(
+            f"for all {len(drops)} channels the measured drop equals rule ({truth}) to within "
+            f"{error[truth]:.1e}: after `_swish` the network is linear, so Ablation-CAM here is "
+            "Grad-CAM with each channel's weight multiplied by its total activation"
+        )
+    if letter == "d":
+        return _wrong(
+            "look at what follows `_swish` in `lite0.model`: is anything after it non-linear?"
+        )
+    return _wrong(
+        f"rule ({letter}) misses the measured drops by up to {error[letter]:.3g} (the drops are "
+        f"{float(drops.abs().min()):.3g} to {float(drops.abs().max()):.3g}); write the average "
+        "pooling as a sum over the 49 positions, then see what the gradient at one position is"
+    )
+
+
+def check_last_layer_layercam(
+    activations: torch.Tensor, gradients: torch.Tensor, answer: Any
+) -> Feedback:
+    """Lesson 08: what LayerCAM becomes at a layer followed by global average pooling.
+
+    The options: (a) the same map as Grad-CAM; (b) neither, since LayerCAM keeps a weight per
+    position; (c) Grad-CAM with the negative channel weights set to 0 first. Decided from the maps
+    computed on the given tensors.
+    """
+    if unanswered(answer):
+        return _not_answered(
+            "look at the gradient of one channel across its 7 x 7 positions: what does the "
+            "average pooling that follows `_swish` do to it?"
+        )
+    letter = _choice(answer, "abc", "my_layercam_rule")
+    if isinstance(letter, Feedback):
+        return letter
+    acts = _per_image(activations).double()
+    grads = _per_image(gradients).double()
+    layer_map = cam.layercam(cam.LayerTensors(acts[None], grads[None]))[0]
+    weights = grads.mean(dim=(1, 2))
+    candidates = {
+        "a": torch.relu((weights[:, None, None] * acts).sum(dim=0)),
+        "c": torch.relu((torch.relu(weights)[:, None, None] * acts).sum(dim=0)),
+    }
+    scale = float(layer_map.abs().max()) or 1.0
+    error = {
+        key: float((value - layer_map).abs().max()) / scale for key, value in candidates.items()
+    }
+    holds = [key for key, value in error.items() if value < 1e-4]
+    truth = holds[0] if holds else "b"
+    spread = float(grads.std(dim=(1, 2)).max())
+    if letter == truth == "b":
+        return _right(
+            f"here the gradient of a channel varies over its positions (spread up to "
+            f"{spread:.2g}), so LayerCAM is neither of the two Grad-CAM variants"
+        )
+    if letter == truth:
+        return _right(
+            f"the gradient of each channel is the same at every position here (largest spread "
+            f"{spread:.1e}), so LayerCAM's per-position weight is one weight per channel, kept "
+            f"only where positive; the maps agree to {error[truth]:.1e} of the peak"
+        )
+    hint = (
+        "Print gradients[0, k].std() for a few channels k, then write LayerCAM's sum with that "
+        "gradient and compare it term by term with Grad-CAM's"
+    )
+    if letter == "b":
+        return _wrong(f"at this layer LayerCAM does equal one of the other two maps. {hint}")
+    return _wrong(f"rule ({letter}) is off by {error[letter]:.0%} of the map's peak. {hint}")
+
+
+def check_reshape_prediction(tokens: torch.Tensor, answer: Any) -> Feedback:
+    """Lesson 08: which reshapes of ViT tokens give the patch grid (several may).
+
+    The options, for tokens ``t`` of shape (N, 1 + 196, C): (a) ``t[:, 1:].reshape(N, C, 14, 14)``;
+    (b) ``t[:, 1:].reshape(N, 14, 14, C).permute(0, 3, 1, 2)``; (c)
+    ``t[:, 1:].transpose(1, 2).reshape(N, C, 14, 14)``. The reference puts patch token
+    ``1 + 14 * row + column`` at ``(row, column)`` by indexing, with no reshape.
+    """
+    if unanswered(answer):
+        return _not_answered(
+            "a reshape never moves numbers in memory, it only regroups them in order; follow "
+            "where the first channel of the second patch lands in each option"
+        )
+    if isinstance(answer, str):
+        answer = answer.replace(",", " ").split() if len(answer.strip()) > 1 else [answer]
+    try:
+        letters = {str(item).strip().strip("()").lower() for item in answer}
+    except TypeError:
+        letters = set()
+    if not letters or not letters <= {"a", "b", "c"}:
+        return _wrong('`my_grid_options` must be a set of letters, e.g. {"a"} or {"a", "c"}')
+    t = tokens.detach().cpu().float()
+    batch, count, channels = t.shape
+    side = round((count - 1) ** 0.5)
+    where = 1 + torch.arange(side * side).reshape(side, side)  # token of (row, column)
+    reference = t[:, where].permute(0, 3, 1, 2)  # (N, C, side, side), by indexing
+    options = {
+        "a": t[:, 1:].reshape(batch, channels, side, side),
+        "b": t[:, 1:].reshape(batch, side, side, channels).permute(0, 3, 1, 2),
+        "c": t[:, 1:].transpose(1, 2).reshape(batch, channels, side, side),
+    }
+    truth = {key for key, value in options.items() if torch.equal(value, reference)}
+    if letters == truth:
+        return _right(
+            f"options {', '.join(sorted(truth))} put patch token 1 + {side} * row + column at "
+            "(row, column) with its channels second; a plain reshape to (N, C, h, w) reads "
+            "channels as positions"
+        )
+    missing, extra = truth - letters, letters - truth
+    said = []
+    if extra:
+        said.append(f"{', '.join(sorted(extra))} scrambles the grid")
+    if missing:
+        said.append(f"you left out a correct option ({len(missing)})")
+    return _wrong(
+        f"{'; '.join(said)}. Token 2's first channel is number {channels} in memory: where "
+        "does each option put it?"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Lesson 09
+# --------------------------------------------------------------------------------------------
+
+
+def check_softmax_shrink(
+    logit_weights: torch.Tensor, probability_weights: torch.Tensor, answer: Any
+) -> Feedback:
+    """Lesson 09: how many times smaller Grad-CAM's channel weights are for p than for the logit.
+
+    The measured factor is ``|w_logit| / |w_probability|`` (vector norms over the channels); a
+    prediction within a factor of two of it is right.
+    """
+    hint = (
+        "write p = softmax(z)_c and differentiate it with respect to z_c; what does that "
+        "derivative become when p is close to 1?"
+    )
+    if unanswered(answer):
+        return _not_answered(hint)
+    value = _number(answer, "my_factor")
+    if isinstance(value, Feedback):
+        return value
+    if value <= 0:
+        return _wrong("give how many times smaller the weights get: a positive number")
+    logit = logit_weights.detach().cpu().double().flatten()
+    probability = probability_weights.detach().cpu().double().flatten()
+    factor = float(logit.norm() / probability.norm())
+    if 0.5 <= value / factor <= 2:
+        return _right(
+            f"the weights shrink {factor:.0f} times: dp/dz_c = p (1 - p), and the other "
+            "classes take away a little more; min-max scaling hides all of it"
+        )
+    if 0.5 <= value * factor <= 2:
+        return _wrong("that is the ratio probability / logit; the question asks for its inverse")
+    direction = "more" if value < factor else "less"
+    return _wrong(f"the weights shrink {direction} than {value:g} times. Hint: {hint}")
+
+
+#: Lesson 09's options for the raw Grad-CAM sum of a probability that float32 rounds to 1.
+SATURATED_OPTIONS = {
+    "a": "the logit's map, only smaller",
+    "b": "zero everywhere",
+    "c": "the logit's map upside down",
+}
+
+
+def check_saturated_softmax_map(
+    logit_map: torch.Tensor, probability_map: torch.Tensor, answer: Any
+) -> Feedback:
+    """Lesson 09: what Grad-CAM's raw sum S becomes when the explained probability is 1.0.
+
+    The options are :data:`SATURATED_OPTIONS`; the checker reads the answer off the two (h, w)
+    maps before the ReLU: all zeros (b), correlation with the logit's map above 0.9 (a), below
+    -0.5 (c).
+    """
+    hint = (
+        "write dp_c/dA = p_c (dz_c/dA - sum_j p_j dz_j/dA); float32 stores p_c as exactly 1.0: "
+        "which terms survive?"
+    )
+    if unanswered(answer):
+        return _not_answered(hint)
+    letter = str(answer).strip().strip("()").lower()
+    if letter not in SATURATED_OPTIONS:
+        return _wrong('`my_option` must be one letter: "a", "b" or "c"')
+    logit = logit_map.detach().cpu().double().flatten()
+    probability = probability_map.detach().cpu().double().flatten()
+    truth = "b"
+    if not bool((probability == 0).all()):
+        correlation = float(torch.corrcoef(torch.stack([logit, probability]))[0, 1])
+        if -0.5 <= correlation <= 0.9:
+            return _wrong(f"these maps fit no option (correlation {correlation:.2f})")
+        truth = "a" if correlation > 0.9 else "c"
+    if letter == truth:
+        why = {
+            "a": "p_c is below 1, so the class's own term p_c (1 - p_c) dz_c/dA still leads",
+            "b": "no term survives: the other classes' probabilities are zero too",
+            "c": "the class's own term p_c (1 - p_c) is 0, and what is left is minus the other "
+            "classes' evidence",
+        }
+        return _right(f"({truth}) {SATURATED_OPTIONS[truth]}: {why[truth]}")
+    return _wrong(f"the map is not {SATURATED_OPTIONS[letter]}. Hint: {hint}")
+
+
+def check_training_mode_prediction(
+    model: nn.Module, x: torch.Tensor, layer: str, class_index: int, answer: Any
+) -> Feedback:
+    """Lesson 09: only the batch norms in training mode: two predictions about two runs.
+
+    ``answer`` is ``{"same_map_twice": bool, "class_kept": bool}``: whether two runs on the same
+    picture give the same Grad-CAM map, and whether ``class_index`` stays the top class. The
+    checker runs a copy of ``model`` (the model itself is not touched) and reads both off it.
+    """
+    hint = (
+        "in training mode a batch norm normalises with the mean and variance of the batch it is "
+        "given, here one picture; is that random, and is it what the model was trained to see?"
+    )
+    if unanswered(answer):
+        return _not_answered(hint)
+    keys = {"same_map_twice", "class_kept"}
+    if not isinstance(answer, Mapping) or set(answer) != keys:
+        return _wrong(f"`my_prediction` must be a dict with the keys {sorted(keys)}")
+    if not all(isinstance(value, bool) for value in answer.values()):
+        return _wrong("each prediction is True or False")
+    import copy
+
+    network = copy.deepcopy(model).eval()
+    for module in network.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.train()
+    maps, tops = [], []
+    for _ in range(2):
+        with hooks.capture(network, [layer]) as captured:
+            logits = hooks.logits_of(network(x))
+            gradient = captured.gradients(logits[0, class_index])[layer].detach()
+        activation = captured.activations[layer].detach()
+        maps.append(cam.gradcam(cam.LayerTensors(activation, gradient))[0])
+        tops.append(int(logits[0].argmax()))
+    truth = {
+        "same_map_twice": bool(torch.equal(maps[0], maps[1])),
+        "class_kept": all(top == class_index for top in tops),
+    }
+    wrong = [key for key in sorted(keys) if answer[key] != truth[key]]
+    if not wrong:
+        return _right(
+            f"same map twice: {truth['same_map_twice']}, class kept: {truth['class_kept']}. "
+            "A batch norm in training mode uses the mean and variance of this one picture: "
+            f"{'the same numbers each run' if truth['same_map_twice'] else 'they varied here'}"
+            f", and {'close to' if truth['class_kept'] else 'not'} what the model learnt with"
+        )
+    return _wrong(f"{', '.join(wrong)} is not what happens. Hint: {hint}")

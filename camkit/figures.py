@@ -1,14 +1,19 @@
 """Figures of explanations: one labelled row per (picture, layer, class), and model grids.
 
 Titles name the model, the layer, the method, the class explained and the model's probability
-for it. The drawing pieces (colour maps, overlays, panels) are :mod:`camkit.overlay`'s.
+for it. The drawing pieces (colour maps, overlays, panels) are :mod:`camkit.overlay`'s. A map
+with a :class:`camkit.MapWarning` is drawn flat, at the colour map's low end, with the warning's
+text (:func:`map_warning`, :func:`warned_heatmap`).
+
+This module takes any object with an explanation's attributes (:class:`ExplanationLike`) and
+imports nothing from :mod:`camkit.explanation`, which imports it: the dependency goes one way.
 """
 
 from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, cast
+from typing import Protocol, cast
 
 import torch
 from matplotlib.colors import Colormap
@@ -17,10 +22,28 @@ from matplotlib.figure import Figure
 from camkit._errors import ArgumentTypeError, InputError
 from camkit.overlay import _check_alpha, add_colorbar, draw_row, get_colormap, new_figure
 
-if TYPE_CHECKING:
-    from camkit.explanation import Explanation
+__all__ = [
+    "ExplanationLike",
+    "explanation_figure",
+    "grid",
+    "is_warned",
+    "map_warning",
+    "warned_heatmap",
+]
 
-__all__ = ["explanation_figure", "grid"]
+
+class ExplanationLike(Protocol):
+    """What the figures read of a :class:`camkit.Explanation`.
+
+    The optional attributes (``targets``, ``labels``, ``categories``, ``probs``, ``names``,
+    ``model_name``, ``pretrained``, ``layer_types``, ``guided``, ``flagged``) are read with
+    ``getattr`` and a default, so a minimal object draws too.
+    """
+
+    maps: dict[tuple[str, str], torch.Tensor]
+    layers: list[str]
+    methods: list[str]
+    images: torch.Tensor
 
 
 def _check_index(index: int, batch: int, name: str = "index") -> int:
@@ -34,11 +57,11 @@ def _check_index(index: int, batch: int, name: str = "index") -> int:
     return int(index) % batch
 
 
-def _batch_size(exp: Explanation) -> int:
+def _batch_size(exp: ExplanationLike) -> int:
     return int(exp.images.shape[0])
 
 
-def _classes_per_image(exp: Explanation) -> int:
+def _classes_per_image(exp: ExplanationLike) -> int:
     """Return K, the number of classes explained per picture."""
     targets = getattr(exp, "targets", None)
     if targets is not None:
@@ -48,7 +71,7 @@ def _classes_per_image(exp: Explanation) -> int:
 
 
 def _map_of(
-    exp: Explanation, layer: str, method: str, index: int, rank: int
+    exp: ExplanationLike, layer: str, method: str, index: int, rank: int
 ) -> torch.Tensor | None:
     """Return the (H, W) map of one picture and one explained class, or None if not computed."""
     maps = exp.maps.get((layer, method))
@@ -58,7 +81,7 @@ def _map_of(
 
 
 def _guided_of(
-    exp: Explanation, layer: str, method: str, index: int, rank: int
+    exp: ExplanationLike, layer: str, method: str, index: int, rank: int
 ) -> torch.Tensor | None:
     """Return the (C, H, W) gradient image of a guided method, or None for other methods."""
     images = getattr(exp, "guided", {}).get((layer, method))
@@ -67,7 +90,38 @@ def _guided_of(
     return images[index, rank] if images.ndim == 5 else images[index]
 
 
-def _class_text(exp: Explanation, index: int, rank: int) -> str:
+def map_warning(
+    exp: ExplanationLike, layer: str, method: str, index: int = 0, rank: int = 0
+) -> str | None:
+    """The :class:`camkit.MapWarning` message of one map, or ``None`` when it has none.
+
+    Draw a warned map flat (:func:`warned_heatmap`) with this text, never in full-scale colour.
+
+    Args:
+        exp: The explanation.
+        layer: The layer's name, one of ``exp.layers``.
+        method: The method's name, one of ``exp.methods``.
+        index: Which picture of the batch.
+        rank: Which explained class, with ``top_k``.
+    """
+    flagged = getattr(exp, "flagged", None) or {}
+    rows = flagged.get((layer, method))
+    if not rows:
+        return None
+    return cast("str | None", rows.get(index * _classes_per_image(exp) + rank))
+
+
+def is_warned(exp: ExplanationLike, layer: str, method: str, index: int = 0, rank: int = 0) -> bool:
+    """Whether one map has a :class:`camkit.MapWarning` (see :func:`map_warning`)."""
+    return map_warning(exp, layer, method, index, rank) is not None
+
+
+def warned_heatmap(heatmap: torch.Tensor) -> torch.Tensor:
+    """What a warned map is drawn as: flat, all zeros, the colour map's low end."""
+    return torch.zeros_like(heatmap)
+
+
+def _class_text(exp: ExplanationLike, index: int, rank: int) -> str:
     """Return "tabby 54.3%" for the class explained at (index, rank), or the best we know."""
     targets = getattr(exp, "targets", None)
     if targets is None:
@@ -89,20 +143,20 @@ def _class_text(exp: Explanation, index: int, rank: int) -> str:
     return text
 
 
-def _model_text(exp: Explanation, name: str | None = None) -> str:
+def _model_text(exp: ExplanationLike, name: str | None = None) -> str:
     """The model's name, and "random weights" when they are."""
     model = name or getattr(exp, "model_name", None) or "model"
     return f"{model} (random weights)" if getattr(exp, "pretrained", None) is False else model
 
 
-def _layer_text(exp: Explanation, layer: str) -> str:
+def _layer_text(exp: ExplanationLike, layer: str) -> str:
     """The layer's name with its type and place, e.g. "_swish (Swish, head)"."""
     about = getattr(exp, "layer_types", {}).get(layer)
     return f"{layer} ({about})" if about else layer
 
 
 def explanation_figure(
-    exp: Explanation,
+    exp: ExplanationLike,
     index: int | None = None,
     colormap: str | Colormap = "jet",
     alpha: float = 0.5,
@@ -148,13 +202,14 @@ def explanation_figure(
             colormap=cmap,
             alpha=weight,
             guided={method: _guided_of(exp, layer, method, i, rank) for method in exp.methods},
+            warnings={method: map_warning(exp, layer, method, i, rank) for method in exp.methods},
         )
     add_colorbar(figure, axes, cmap)
     return figure
 
 
 def grid(
-    explanations: Explanation | Sequence[Explanation],
+    explanations: ExplanationLike | Sequence[ExplanationLike],
     names: Sequence[str] | None = None,
     index: int = 0,
     colormap: str | Colormap = "jet",
@@ -183,10 +238,10 @@ def grid(
     """
     weight = _check_alpha(alpha)
     cmap = get_colormap(colormap)
-    items: list[Explanation] = (
-        [cast("Explanation", explanations)]
+    items: list[ExplanationLike] = (
+        [cast("ExplanationLike", explanations)]
         if hasattr(explanations, "maps")
-        else list(cast("Sequence[Explanation]", explanations))
+        else list(cast("Sequence[ExplanationLike]", explanations))
     )
     if not items:
         raise InputError("`explanations` is empty; pass at least one Explanation")
@@ -219,6 +274,7 @@ def grid(
             colormap=cmap,
             alpha=weight,
             guided={method: _guided_of(exp, layer, method, i, 0) for method in methods},
+            warnings={method: map_warning(exp, layer, method, i, 0) for method in methods},
         )
     add_colorbar(figure, axes, cmap)
     return figure

@@ -117,8 +117,14 @@ are compared with the trained model's by **Spearman rank correlation** (ties get
 constant map correlates 0). As a yardstick, the same correlation is computed between the trained
 model's maps of the images and of the images plus Gaussian noise of std 0.01 (in [0, 1] pixels).
 
-**Pass criterion** (ours; the paper judges by eye): after the last randomised step the mean
-correlation is below 0.5 **and** below half the tiny-noise correlation.
+**Pass criterion** (ours; the paper judges by eye): the mean correlation after the **first**
+step (the block nearest the output: a CNN's classifier) **and** after the last step is below 0.5
+and below half the tiny-noise correlation. The first step is where dependence on the model
+matters: a map that survives a random classifier is not explaining the classifier, however much
+it changes once the feature blocks are random too (then almost any image-dependent map changes).
+`SanityResult` keeps every step's value (`correlations`), the first step below 0.5
+(`first_below`), one line per method saying why it passed or failed (`reasons`) and a Markdown
+table of it all (`table()`).
 
 Departure: each parameter tensor is redrawn from a normal with its own mean and std (the paper
 re-initialises with a truncated normal), so activations keep their scale and the batch-norm
@@ -145,7 +151,7 @@ would suggest they explain something.
 ```
 camkit evaluate PATH [--model NAME] [--method M ...] [--layer L ...] [--limit N] [--out DIR]
                       [--road-percent 10,50,90|none] [--batch-size 64] [--max-channels N]
-                      [--resume] [--overwrite] [--device auto|cpu|cuda]
+                      [--sanity N] [--resume] [--overwrite] [--device auto|cpu|cuda]
 ```
 
 - **Images**: PATH and one level of subfolders (`.jpg .jpeg .png .bmp .gif .webp .tif .tiff`).
@@ -161,6 +167,10 @@ camkit evaluate PATH [--model NAME] [--method M ...] [--layer L ...] [--limit N]
 - **Metrics**: Average Drop, Increase in Confidence, deletion and insertion AUC (full RISE protocol),
   ROAD MoRF and LeRF at `--road-percent` (default 10, 50, 90: three of the paper's nine, for time;
   `none` to skip) and the time `explain` took per image.
+- **Sanity check** (`--sanity N`, off by default): `metrics.sanity_check` on the first N images
+  for every method (not the reference maps), at the first `--layer`; `sanity.csv` and
+  `sanity.md` hold every step's correlation, the first step below 0.5 and the verdict of the
+  rule above, which the command also prints.
 - **Output** (`--out`, default `camkit-evaluation/`): `per_image.csv` (one row per image and
   method), `curves.csv` (every deletion and insertion curve), `summary.csv` and `summary.md` (means
   per method) and `curves.png` (mean deletion and insertion curves per method). Rows are written
@@ -189,15 +199,19 @@ showed on the images finished when this was written (the numbers there are the r
   breaks the image in a way the model never saw), yet the worst ROAD MoRF of the real methods:
   once the removed pixels are imputed from their neighbours, removing them hurts the model much
   less. This is the leak ROAD was designed to close.
-- **The sanity check singles out Guided Backprop.** Its maps barely change when the top 8 blocks
-  of Lite0 are randomised (Spearman 0.88 on 10 images), as Adebayo et al. found. Guided
-  Grad-CAM failed on the first 2-image run (0.66) but passes on 10 images (0.22); every CAM
-  method passes, the per-channel ones run exact on a GPU.
-- Grad-CAM, HiResCAM and XGrad-CAM lose their map as soon as the head is randomised (their weights
-  come straight from the classifier's gradient: 0.26 on 10 images); Grad-CAM++, LayerCAM and
-  element-wise Grad-CAM, which keep only positive gradients, still correlate 0.96 after the head
-  alone and drop only with the blocks below; Eigen-CAM ignores the head entirely (1.00) because
-  it reads only activations.
+- **The sanity check passes only the methods whose map follows the classifier.** On 10 images
+  (`benchmarks/evaluation/sanity.csv`, the columns "head" and "last"), Grad-CAM, HiResCAM and
+  XGrad-CAM lose their map as soon as the classifier `_fc` is random (Spearman 0.26: their
+  weights come straight from the classifier's gradient), and so does exact Ablation-CAM (0.28);
+  these four pass. Grad-CAM++, LayerCAM, element-wise Grad-CAM and SmoothGrad-CAM++, which keep
+  only positive gradients, still correlate 0.96 after a random classifier; Score-CAM (0.82),
+  SS-CAM (0.98), IS-CAM (0.83), Eigen-Grad-CAM (0.63) and Guided Grad-CAM (0.56) keep most of
+  their map too; Eigen-CAM (1.00) reads only activations; Guided Backprop (1.00, still 0.88 after
+  8 blocks) draws edges whatever the model, as Adebayo et al. found. All of these fail.
+  (Lesson 07 shows why Grad-CAM++ survives: at Lite0's last layer each channel's gradient is
+  constant over positions and its alphas nearly uniform, so its map is a positive mix of
+  non-negative activation maps, close to their plain sum, whichever channels a random
+  classifier favours.)
 """
 
 from __future__ import annotations

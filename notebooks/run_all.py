@@ -6,9 +6,10 @@ Usage (from the repository root)::
     python notebooks/run_all.py notebooks/02_*.ipynb # some of them
 
 Each notebook runs in a fresh kernel of this Python environment with notebooks/ as its working
-directory (as nbval runs them), its execution counts start at 1, and cell timestamps are not
-stored. A notebook whose run fails is left as it was; the others are still run, and the script
-exits with status 1 after naming the failures. Cells tagged ``raises-exception`` may raise.
+directory (as nbval runs them), its execution counts start at 1, cell timestamps are not
+stored, and its solution cells are stored hidden (camkit.classroom.hide_solutions). A notebook
+whose run fails is left as it was; the others are still run, and the script exits with status 1
+after naming the failures. Cells tagged ``raises-exception`` may raise.
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 from traitlets import default
 
-from camkit.classroom import write_notebook
+from camkit.classroom import hide_solutions, write_notebook
 
 HERE = Path(__file__).resolve().parent
 #: The size test (tests/test_notebooks.py) allows up to this many bytes per lesson.
-MAX_BYTES = 1_000_000
+MAX_BYTES = 1_500_000
 
 
 class _CurrentEnvironmentSpecs(KernelSpecManager):
@@ -67,6 +68,7 @@ def execute(path: Path, timeout: int) -> float:
     start = time.perf_counter()
     client.execute()
     seconds = time.perf_counter() - start
+    hide_solutions(notebook)  # solution cells collapsed until a learner opens them
     nbformat.validate(notebook)
     write_notebook(nbformat, notebook, path)
     return seconds

@@ -74,10 +74,17 @@ def _wait_for(url: str, process: subprocess.Popen[bytes], log: Path, timeout: fl
 
 
 @contextlib.contextmanager
-def server(command: list[str], ready_url: str, log: Path, timeout: float = 90) -> Iterator[None]:
+def server(
+    command: list[str],
+    ready_url: str,
+    log: Path,
+    timeout: float = 90,
+    cwd: Path | None = None,
+) -> Iterator[subprocess.Popen[bytes]]:
     """Run a server in its own process group until the block ends; wait until it answers.
 
-    ``ready_url`` should be cheap to fetch: any HTTP answer counts as ready.
+    ``ready_url`` should be cheap to fetch: any HTTP answer counts as ready. The block gets the
+    server's process (its kernels are its children: :func:`kernels_of`).
     """
     environment = dict(os.environ, PYTHONUNBUFFERED="1")
     with log.open("wb") as output:
@@ -87,10 +94,11 @@ def server(command: list[str], ready_url: str, log: Path, timeout: float = 90) -
             stderr=subprocess.STDOUT,
             env=environment,
             start_new_session=True,
+            cwd=cwd,
         )
     try:
         _wait_for(ready_url, process, log, timeout)
-        yield
+        yield process
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
@@ -129,3 +137,40 @@ def voila(notebook: Path, port: int, token: str) -> list[str]:
         "--Voila.port_retries=0",
         f"--Voila.token={token}",
     ]
+
+
+def kernels_of(server_pid: int) -> list[int]:
+    """The process ids of the ipykernel processes a server started (its children, Linux)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if int(fields[1]) == server_pid and b"ipykernel" in command:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def memory_mb(pid: int) -> dict[str, float]:
+    """A process's resident memory now (VmRSS) and at its peak (VmHWM), in MB (Linux)."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(rest.split()[0]) / 1024
+    return values
+
+
+def environment_of(pid: int, names: tuple[str, ...]) -> dict[str, str]:
+    """Some environment variables of a running process (Linux)."""
+    pairs = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    found = dict(pair.decode(errors="replace").partition("=")[::2] for pair in pairs if pair)
+    return {name: found.get(name, "(unset)") for name in names}
+
+
+def thread_count(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/task").iterdir()))

@@ -1,8 +1,12 @@
 """The explorer in a real browser: JupyterLab and a Voilà page, driven by headless Chromium.
 
 Each test serves a copy of notebooks/05_explorer.ipynb on 127.0.0.1 with a token, runs it, moves
-the layer slider with the keyboard, and checks that the layer label and the picture change. The
-screenshots go to pytest's temporary folder, or to $CAMKIT_SCREENSHOT_DIR when it is set.
+the layer slider with the keyboard, and checks that the layer label and the picture change; then
+switches to EfficientNet-Lite2 and checks that a busy sign shows at once, with the controls
+disabled, until the caption names Lite2 (the time it took and the kernel's memory are printed:
+run with -s to see them). The Voilà test serves the lesson with its notebooks/voila.json: the page
+must show no test output and no answers, and a closed tab's kernel must go away (a short cull
+timeout here). The screenshots go to pytest's temporary folder, or to $CAMKIT_SCREENSHOT_DIR.
 
 Needs Debian's chromium (``apt-get install -y chromium``), Playwright for Python and Voilà;
 without them the tests skip with a one-line reason. About a minute each on 2 CPU cores.
@@ -50,6 +54,39 @@ def layer_label(page) -> str:
     return " ".join((row.first.locator("div.widget-label").text_content() or "").split())
 
 
+def switch_to_lite2_and_time(page, server_pid: int, where: str) -> float:
+    """Pick EfficientNet-Lite2; the busy sign must show before the caption names Lite2."""
+    kernel = helpers.kernels_of(server_pid)[0]
+    before = helpers.memory_mb(kernel)
+    select = page.locator(".widget-dropdown", has_text="Model").first.locator("select")
+    started = time.monotonic()
+    select.select_option("EfficientNet-Lite2")
+    page.wait_for_function("() => document.body.innerText.includes('\u231b')", timeout=30_000)
+    busy_after = time.monotonic() - started
+    disabled = select.is_disabled()
+    page.wait_for_function(
+        "() => document.body.innerText.includes('EfficientNet-Lite2 \u00b7 layer')"
+        " && !document.body.innerText.includes('\u231b')",
+        timeout=120_000,
+        polling=20,
+    )
+    switched = time.monotonic() - started
+    after = helpers.memory_mb(kernel)
+    settings = helpers.environment_of(
+        kernel, ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "VOILA_KERNEL_ID")
+    )
+    load = os.getloadavg()[0]
+    print(
+        f"\n[{where}] Lite2 switch: busy sign after {busy_after:.2f} s, caption names Lite2 after "
+        f"{switched:.2f} s (load {load:.1f}); kernel RSS {before['VmRSS']:.0f} MB before, "
+        f"{after['VmRSS']:.0f} MB after (peak {after['VmHWM']:.0f} MB); kernel threads "
+        f"{helpers.thread_count(kernel)}; kernel env {settings}"
+    )
+    assert disabled, "the model dropdown stayed enabled while the model ran"
+    assert not select.is_disabled()
+    return switched
+
+
 def move_layer_slider_and_check(page, folder: Path, name: str) -> None:
     """Press the slider's left arrow 6 times; the label and the picture must follow."""
     picture = page.locator(".widget-image").first
@@ -89,6 +126,7 @@ def served_copy(tmp_path: Path) -> Path:
     root = tmp_path / "served"
     root.mkdir()
     shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
+    shutil.copy(NOTEBOOK.parent / "voila.json", root / "voila.json")  # the lesson reads it
     return root
 
 
@@ -108,7 +146,7 @@ def test_explorer_in_jupyterlab(browser, tmp_path: Path) -> None:
     folder = screenshot_folder(tmp_path)
     with helpers.server(
         command, f"http://127.0.0.1:{port}/api/status?token={token}", tmp_path / "lab.log"
-    ):
+    ) as process:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(f"http://127.0.0.1:{port}/lab/tree/{NOTEBOOK.name}?token={token}")
         status = page.locator("#jp-main-statusbar")
@@ -129,22 +167,58 @@ def test_explorer_in_jupyterlab(browser, tmp_path: Path) -> None:
         ]
         assert not tracebacks, tracebacks[:1]
         move_layer_slider_and_check(page, folder, "jupyterlab")
+        switch_to_lite2_and_time(page, process.pid, "JupyterLab")
         page.close()
+
+
+#: Text the Voilà page must not show: the lesson's checks and the exercises' answers.
+NOT_ON_THE_PAGE = (
+    "hooks left: 0",  # the check that slider moves never run the model
+    "forward passes, one each",
+    "the explorer's map equals camkit.explain's",
+    "channels on a",  # the layer shapes check
+    "Voilà skips",  # the check of voila.json itself
+    "Explorer(model=",  # print(explorer), after the exercise
+    "Right:",  # a checker's verdict
+    "Not yet",
+    "my_peak =",
+)
 
 
 @pytest.mark.skipif(VOILA is not None, reason=VOILA or "")
 def test_explorer_as_a_voila_page(browser, tmp_path: Path) -> None:
     root = served_copy(tmp_path)
+    settings = json.loads((NOTEBOOK.parent / "voila.json").read_text())
+    assert settings["MappingKernelManager"]["cull_connected"] is False
     port, token = helpers.free_port(), secrets.token_hex(16)
-    command = helpers.voila(root / NOTEBOOK.name, port, token)
+    # voila.json is read from the folder Voilà starts in; only the cull timings are shortened.
+    command = [
+        *helpers.voila(root / NOTEBOOK.name, port, token),
+        "--MappingKernelManager.cull_idle_timeout=20",
+        "--MappingKernelManager.cull_interval=5",
+    ]
     folder = screenshot_folder(tmp_path)
     ready = f"http://127.0.0.1:{port}/voila/static/missing.txt"  # not "/", which runs the notebook
-    with helpers.server(command, ready, tmp_path / "voila.log", timeout=180):
+    log = tmp_path / "voila.log"
+    with helpers.server(command, ready, log, timeout=180, cwd=root) as process:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(f"http://127.0.0.1:{port}/?token={token}", timeout=180_000)
         page.locator(".widget-image").first.wait_for(timeout=180_000)
+        page.wait_for_function(
+            "() => document.body.innerText.includes('Exercise 2')", timeout=180_000
+        )
         text = page.inner_text("body")
         assert "explorer = camkit.Explorer()" not in text  # the students see no code
         assert "What to try in class" in text and "EfficientNet-Lite0" in text
+        shown = [phrase for phrase in NOT_ON_THE_PAGE if phrase in text]
+        assert not shown, f"the Voilà page shows test output or answers: {shown}"
+        page.screenshot(path=str(folder / "voila-page.png"), full_page=True)
         move_layer_slider_and_check(page, folder, "voila")
-        page.close()
+        switch_to_lite2_and_time(page, process.pid, "Voila")
+        kernels = helpers.kernels_of(process.pid)
+        assert len(kernels) == 1, kernels
+        page.close()  # the student closes the tab
+        wait_until(
+            lambda: not helpers.kernels_of(process.pid), 120, "the closed tab's kernel to go"
+        )
+        assert "Culling" in log.read_text(), "the kernel went, but not by the idle culler"

@@ -1,7 +1,9 @@
-"""Student copies: outputs cleared, solutions emptied, the teacher's notebooks never touched."""
+"""Hidden solutions; student copies with outputs cleared and answers out; the lessons untouched."""
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -11,14 +13,23 @@ nbformat = pytest.importorskip("nbformat")
 from click.testing import CliRunner  # noqa: E402
 
 from camkit.classroom import (  # noqa: E402
+    ANSWER_COMMENT,
     CODE_PLACEHOLDER,
     MARKDOWN_PLACEHOLDER,
+    SOLUTION_TITLE,
     ClassroomError,
     classroom,
+    hidden_solution_problems,
+    hide_solutions,
+    hide_solutions_in,
     make_student_copies,
+    student_answer,
+    student_notebook,
+    write_notebook,
 )
 
 SECRET_CODE = "my_weights = gradients.mean(dim=(1, 2))"
+STUDENT_CODE = f"my_weights = ...  {ANSWER_COMMENT}"
 SECRET_PROSE = "The ReLU removes the evidence against the class."
 
 
@@ -93,7 +104,7 @@ def test_copies_clear_outputs_and_empty_solutions(lessons: Path, tmp_path: Path)
                 assert new.execution_count is None
             assert "execution" not in new.metadata
             if "solution" in old.metadata.get("tags", []):
-                expected = CODE_PLACEHOLDER if old.cell_type == "code" else MARKDOWN_PLACEHOLDER
+                expected = STUDENT_CODE if old.cell_type == "code" else MARKDOWN_PLACEHOLDER
                 assert new.source == expected
             else:
                 assert new.source == old.source
@@ -169,7 +180,7 @@ def test_command_writes_copies(lessons: Path, tmp_path: Path) -> None:
     assert "2 student notebooks" in result.output
     assert "(2 solution cells emptied)" in result.output
     student = nbformat.read(out / "01_hooks.ipynb", as_version=4)
-    assert student.cells[4].source == CODE_PLACEHOLDER
+    assert student.cells[4].source == STUDENT_CODE
     assert student.cells[1].outputs == []
 
 
@@ -189,3 +200,258 @@ def test_command_errors_are_one_line(lessons: Path, tmp_path: Path) -> None:
     missing = runner.invoke(classroom, [str(lessons)])
     assert missing.exit_code == 2  # click's usage error: --out is required
     assert "--out" in missing.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# Answers taken out, names kept
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("my_alpha = alpha15", f"my_alpha = ...  {ANSWER_COMMENT}"),
+        # Assigned twice: one line. Expressions and calls go.
+        (
+            "my_alpha = a / b\nmy_alpha = torch.nan_to_num(my_alpha)\nprint(my_alpha)",
+            f"my_alpha = ...  {ANSWER_COMMENT}",
+        ),
+        # Tuples keep their shape, so nothing fails to unpack.
+        (
+            "x0, y0, x1, y1 = BOX\nmy_share = float(m[y0:y1, x0:x1].sum())",
+            f"x0, y0, x1, y1 = ..., ..., ..., ...  {ANSWER_COMMENT}\n"
+            f"my_share = ...  {ANSWER_COMMENT}",
+        ),
+        # Names bound inside a with block count; the `as` name and loop variables do not.
+        (
+            "import torch\nwith hooks.capture(m, ['a']) as captured:\n"
+            "    logits = m(x)\n    for k in range(3):\n        total = k\n"
+            "my_signed = {n: bool(v) for n, v in captured.items()}",
+            f"import torch\nlogits = ...  {ANSWER_COMMENT}\ntotal = ...  {ANSWER_COMMENT}\n"
+            f"my_signed = ...  {ANSWER_COMMENT}",
+        ),
+        # A function is an answer too; names inside it are not.
+        (
+            "def my_rule(a, b):\n    c = a + b\n    return c",
+            f"my_rule = ...  {ANSWER_COMMENT}: a function",
+        ),
+        ("answers['_bn0'] = True", f"answers['_bn0'] = ...  {ANSWER_COMMENT}"),
+        ("answers = {}\nanswers['_bn0'] = True", f"answers = ...  {ANSWER_COMMENT}"),
+        (
+            "total: int = 3\ncount += 1",
+            f"total = ...  {ANSWER_COMMENT}\ncount = ...  {ANSWER_COMMENT}",
+        ),
+        ("print(42)", CODE_PLACEHOLDER),
+        ("%timeit f(x)", CODE_PLACEHOLDER),
+        (
+            f"{SOLUTION_TITLE}\nmy_peak = (3, 4)  # the dog's nose",
+            f"my_peak = ...  {ANSWER_COMMENT}",
+        ),
+    ],
+)
+def test_student_answer_keeps_names_and_drops_values(source: str, expected: str) -> None:
+    assert student_answer(source) == expected
+
+
+def test_student_answer_runs_and_checkers_see_unanswered() -> None:
+    from camkit.exercises import unanswered
+
+    names: dict = {}
+    exec(student_answer("x0, y0 = BOX\nmy_share = x0 / y0\ndef f():\n    pass"), names)
+    assert all(unanswered(names[key]) for key in ("x0", "y0", "my_share", "f"))
+
+
+# --------------------------------------------------------------------------------------------
+# Hidden solutions
+# --------------------------------------------------------------------------------------------
+
+
+def test_hide_solutions_marks_every_solution_and_only_them(lessons: Path) -> None:
+    notebook = nbformat.read(lessons / "01_hooks.ipynb", as_version=4)
+    problems = [hidden_solution_problems(cell) for cell in notebook.cells]
+    assert [bool(found) for found in problems] == [
+        False,
+        False,
+        False,
+        False,
+        True,
+        False,
+        True,
+        False,
+    ]
+    before = [cell.source for cell in notebook.cells]
+    assert hide_solutions(notebook) == 2
+    assert all(not hidden_solution_problems(cell) for cell in notebook.cells)
+    code, prose = notebook.cells[4], notebook.cells[6]
+    assert code.source.splitlines() == [SOLUTION_TITLE, SECRET_CODE]
+    assert code.metadata["cellView"] == "form"
+    assert code.metadata["jupyter"] == {"source_hidden": True, "outputs_hidden": True}
+    assert code.metadata["collapsed"] is True
+    assert code.metadata["tags"] == ["solution", "hide-input"]
+    assert prose.source.startswith("<details><summary>")
+    assert prose.source.endswith("</details>")
+    assert SECRET_PROSE in prose.source
+    # Nothing else changed, and a second pass changes nothing.
+    untouched = [i for i in range(len(before)) if i not in (4, 6)]
+    assert [notebook.cells[i].source for i in untouched] == [before[i] for i in untouched]
+    snapshot = nbformat.writes(notebook)
+    assert hide_solutions(notebook) == 0
+    assert nbformat.writes(notebook) == snapshot
+    nbformat.validate(notebook)
+
+
+def test_hidden_solution_still_runs_the_same() -> None:
+    cell = nbformat.v4.new_code_cell("a = 2\nb = a * 21", metadata={"tags": ["solution"]})
+    notebook = nbformat.v4.new_notebook(cells=[cell])
+    hide_solutions(notebook)
+    names: dict = {}
+    exec(notebook.cells[0].source, names)  # the title line is a comment
+    assert names["b"] == 42
+
+
+def test_problems_name_each_missing_mark() -> None:
+    cell = nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["solution"]})
+    found = " ".join(hidden_solution_problems(cell))
+    for mark in (
+        "#@title",
+        "cellView",
+        "source_hidden",
+        "outputs_hidden",
+        "collapsed",
+        "hide-input",
+    ):
+        assert mark in found
+    cell.metadata["jupyter"] = {"source_hidden": True}
+    assert "source_hidden" not in " ".join(hidden_solution_problems(cell))
+    # A title written by hand, with Colab's space, is kept.
+    own = nbformat.v4.new_code_cell("# @title My answer\nx = 1", metadata={"tags": ["solution"]})
+    hide_solutions(nbformat.v4.new_notebook(cells=[own]))
+    assert own.source == "# @title My answer\nx = 1"
+    assert not hidden_solution_problems(own)
+
+
+def test_student_copy_unhides_what_it_asks_for(lessons: Path) -> None:
+    notebook = nbformat.read(lessons / "01_hooks.ipynb", as_version=4)
+    notebook.cells[4].metadata["jupyter"] = {"outputs_hidden": False, "other": 1}
+    hide_solutions(notebook)
+    student, emptied = student_notebook(notebook)
+    assert emptied == 2
+    code = student.cells[4]
+    assert code.source == STUDENT_CODE
+    assert "cellView" not in code.metadata
+    assert "collapsed" not in code.metadata
+    assert code.metadata["jupyter"] == {"other": 1}  # only the hiding marks go
+    assert code.metadata["tags"] == ["solution"]
+    assert student.cells[6].source == MARKDOWN_PLACEHOLDER
+    assert SOLUTION_TITLE not in nbformat.writes(student)
+
+
+def test_hide_solutions_in_rewrites_only_what_changes(lessons: Path) -> None:
+    path = lessons / "01_hooks.ipynb"
+    os.chmod(path, 0o640)
+    assert hide_solutions_in(path) == {path: 2}
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    stored = nbformat.read(path, as_version=4)
+    assert all(not hidden_solution_problems(cell) for cell in stored.cells)
+    before = path.stat().st_mtime_ns, path.read_bytes()
+    assert hide_solutions_in(lessons) == {path: 0, lessons / "02_by_hand.ipynb": 2}
+    assert (path.stat().st_mtime_ns, path.read_bytes()) == before
+
+
+# --------------------------------------------------------------------------------------------
+# Permissions
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o600, 0o444])
+def test_student_copies_get_the_originals_permissions(
+    lessons: Path, tmp_path: Path, mode: int
+) -> None:
+    for path in lessons.glob("*.ipynb"):
+        os.chmod(path, mode)
+    copies = make_student_copies(lessons, tmp_path / "student")
+    assert [stat.S_IMODE(copy.path.stat().st_mode) for copy in copies] == [mode, mode]
+    # Written again over read-only copies too.
+    again = make_student_copies(lessons, tmp_path / "student", overwrite=True)
+    assert [stat.S_IMODE(copy.path.stat().st_mode) for copy in again] == [mode, mode]
+    assert not list((tmp_path / "student").glob(".*.tmp"))
+
+
+def test_rewriting_keeps_permissions_and_new_files_follow_the_umask(tmp_path: Path) -> None:
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")])
+    kept = tmp_path / "kept.ipynb"
+    kept.write_text("{}")
+    os.chmod(kept, 0o664)
+    write_notebook(nbformat, notebook, kept)  # what run_all.py does to a lesson
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o664
+    old = os.umask(0o027)
+    try:
+        write_notebook(nbformat, notebook, tmp_path / "new.ipynb")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "new.ipynb").stat().st_mode) == 0o640
+    write_notebook(nbformat, notebook, tmp_path / "chosen.ipynb", mode=0o600)
+    assert stat.S_IMODE((tmp_path / "chosen.ipynb").stat().st_mode) == 0o600
+
+
+# --------------------------------------------------------------------------------------------
+# Every lesson's student copy runs top to bottom
+# --------------------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+LESSONS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def _run_all_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("run_all", ROOT / "notebooks" / "run_all.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _errors(notebook) -> list[str]:
+    """One line per cell that raised, except cells tagged raises-exception."""
+    found = []
+    for number, cell in enumerate(notebook.cells):
+        if cell.cell_type != "code" or "raises-exception" in cell.metadata.get("tags", []):
+            continue
+        for output in cell.outputs:
+            if output.output_type == "error":
+                first = (cell.source.splitlines() or [""])[0][:60]
+                found.append(f"cell {number} ({first!r}): {output.ename}: {output.evalue[:160]}")
+    return found
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=[path.name for path in LESSONS])
+def test_student_copy_runs_top_to_bottom(lesson: Path, tmp_path: Path) -> None:
+    """A learner who runs a student copy without answering sees hints, never a traceback."""
+    pytest.importorskip("nbclient")
+    from nbclient import NotebookClient
+
+    run_all = _run_all_module()
+    (copy,) = make_student_copies(lesson, tmp_path)
+    notebook = nbformat.read(copy.path, as_version=4)
+    client = NotebookClient(
+        notebook,
+        timeout=600,
+        kernel_name="python3",
+        kernel_manager_class=run_all._CurrentEnvironmentKernel,
+        resources={"metadata": {"path": str(lesson.parent)}},  # where nbval runs the lessons
+        allow_errors=True,  # run every cell, then name every failure
+        record_timing=False,
+    )
+    client.execute()
+    errors = _errors(notebook)
+    assert not errors, f"{lesson.name} student copy:\n" + "\n".join(errors)
+    unanswered = [
+        "".join(output.get("text", "")) + str(output.get("data", {}).get("text/plain", ""))
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+    ]
+    assert any("Not answered yet" in text for text in unanswered), (
+        f"no check cell of {lesson.name}'s student copy said 'Not answered yet'"
+    )

@@ -388,6 +388,45 @@ def test_cli_evaluate_on_shared_images(tmp_path: Path) -> None:
     assert Image.open(out / "curves.png").format == "PNG"
 
 
+def test_cli_evaluate_sanity_reports_every_step_and_the_rule(tmp_path: Path) -> None:
+    out = tmp_path / "scores"
+    result = CliRunner().invoke(
+        main,
+        [
+            "evaluate",
+            str(shared_path("images")),
+            "--model",
+            "efficientnet_lite0",  # offline and trained: a random model's maps would be flat
+            "--limit",
+            "1",
+            "--method",
+            "gradcam",
+            "--method",
+            "eigencam",
+            "--method",
+            "center",
+            "--sanity",
+            "1",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    rows = read_csv(out / "sanity.csv")
+    assert [row["method"] for row in rows] == ["gradcam", "eigencam"]  # no reference maps
+    eigencam = rows[1]
+    steps = [key for key in eigencam if key not in
+             ("method", "images", "layer", "perturbation", "first_below", "passed")]  # fmt: skip
+    assert steps[:2] == ["_fc", "_bn1"] and len(steps) == 21  # every step, from the output down
+    # Eigen-CAM reads only the explained layer's activations: the classifier cannot change it.
+    assert float(eigencam[steps[0]]) == pytest.approx(1.0, abs=1e-6)
+    assert eigencam["passed"] == "False"
+    markdown = (out / "sanity.md").read_text()
+    assert "| 1. _fc |" in markdown and "first below 0.5" in markdown
+    assert "eigencam: fails: the map survives randomising '_fc'" in markdown
+    assert "Sanity check" in result.stdout
+
+
 def test_cli_evaluate_leaves_road_out_unless_asked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

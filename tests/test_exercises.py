@@ -241,3 +241,104 @@ def test_explained_class(lite0) -> None:
     assert exercises.check_explained_class(pelican, "pelican")
     feedback = exercises.check_explained_class(camkit.explain(lite0, image), "pelican")
     assert not feedback and "target='pelican'" in feedback.message
+
+
+# --- lessons 00-02: predict, then verify --------------------------------------------------------
+
+BIRD = (0, 55, 190, 170)  # lesson 00's hand-drawn box around the spoonbill
+
+
+def _not_answered(feedback: exercises.Feedback) -> bool:
+    return not feedback and feedback.message.startswith("Not answered yet")
+
+
+def test_class_map_checks_the_map_and_the_prediction(lite0) -> None:
+    image = camkit.sample_image("water-bird")
+    pelican = camkit.explain(lite0, image, methods=["gradcam"], target="pelican")
+    feedback = exercises.check_class_map(pelican, "pelican", BIRD, True)
+    assert feedback and "lies inside the bird's box" in feedback.message
+    feedback = exercises.check_class_map(pelican, "pelican", BIRD, False)
+    assert not feedback and "your prediction is not" in feedback.message
+    top = camkit.explain(lite0, image, methods=["gradcam"])
+    feedback = exercises.check_class_map(top, "pelican", BIRD, True)
+    assert not feedback and "you explained 'spoonbill'" in feedback.message
+    # The right label on another picture is not the right map.
+    other = camkit.explain(
+        lite0, camkit.sample_image("chelsea"), methods=["gradcam"], target="pelican"
+    )
+    feedback = exercises.check_class_map(other, "pelican", BIRD, True)
+    assert not feedback and "not Lite0's Grad-CAM map" in feedback.message
+    assert _not_answered(exercises.check_class_map(..., "pelican", BIRD, True))
+    assert _not_answered(exercises.check_class_map(pelican, "pelican", BIRD, ...))
+    assert not exercises.check_class_map(pelican, "pelican", BIRD, "yes")
+
+
+def test_occlusion_prediction(lite0) -> None:
+    image = camkit.sample_image("water-bird")
+    right = {"bird covered": False, "bird only": True}
+    feedback = exercises.check_occlusion_prediction(lite0, image, BIRD, right)
+    assert feedback and "spoonbill" in feedback.message
+    feedback = exercises.check_occlusion_prediction(
+        lite0, image, BIRD, {**right, "bird only": False}
+    )
+    assert not feedback and "['bird only']" in feedback.message
+    assert not exercises.check_occlusion_prediction(lite0, image, BIRD, {"covered": False})
+    assert _not_answered(exercises.check_occlusion_prediction(lite0, image, BIRD, ...))
+
+
+def test_constant_gradient(model, x) -> None:
+    # relu2 feeds the average directly: its gradient is the same at every position; conv2's
+    # passes through the ReLU first, which blocks it where conv2's output is negative.
+    assert exercises.check_constant_gradient(model, x, "relu2", 1, True)
+    feedback = exercises.check_constant_gradient(model, x, "relu2", 1, False)
+    assert not feedback and "0 of 8 channels" in feedback.message
+    assert exercises.check_constant_gradient(model, x, "conv2", 1, False)
+    feedback = exercises.check_constant_gradient(model, x, "conv2", 1, True)
+    assert not feedback and "varies with position" in feedback.message
+    assert _not_answered(exercises.check_constant_gradient(model, x, "conv2", 1, ...))
+    assert hooks.hook_count(model) == 0
+
+
+class Patches(nn.Module):
+    """Non-overlapping 32 x 32 patches: each output cell sees only its own patch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.patchify = nn.Conv2d(3, 4, 32, stride=32)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.patchify(x).mean(dim=(2, 3)))
+
+
+def test_changed_cells(model) -> None:
+    torch.manual_seed(3)
+    big = torch.randn(1, 3, 96, 96)
+    assert exercises.check_changed_cells(Patches().eval(), big, "patchify", "one")
+    assert exercises.check_changed_cells(model, big, "conv2", "some")  # a 7 x 7 receptive field
+    small = torch.randn(1, 3, 12, 12)  # the corner covers the whole input
+    assert exercises.check_changed_cells(model, small, "conv2", "all")
+    feedback = exercises.check_changed_cells(model, big, "conv2", "all")
+    assert not feedback and "cells of conv2 changed" in feedback.message
+    assert not exercises.check_changed_cells(model, big, "conv2", 3)
+    assert _not_answered(exercises.check_changed_cells(model, big, "conv2", ...))
+
+
+def test_logit_scaling(lite0) -> None:
+    image = camkit.sample_image("water-bird")
+    feedback = exercises.check_logit_scaling(lite0, image, 10, False)
+    assert feedback and "multiplied by 10.00" in feedback.message
+    assert not exercises.check_logit_scaling(lite0, image, 100, False)
+    feedback = exercises.check_logit_scaling(lite0, image, 10, True)
+    assert not feedback and "(m - min) / (max - min)" in feedback.message
+    assert _not_answered(exercises.check_logit_scaling(lite0, image, ..., ...))
+
+
+def test_negated_score(lite0) -> None:
+    image = camkit.sample_image("water-bird")
+    feedback = exercises.check_negated_score(lite0, image, "flamingo", "against")
+    assert feedback and "evidence against" in feedback.message
+    feedback = exercises.check_negated_score(lite0, image, "flamingo", "same")
+    assert not feedback and "Compare it with the maps of step 3" in feedback.message
+    assert not exercises.check_negated_score(lite0, image, "flamingo", "opposite")
+    assert _not_answered(exercises.check_negated_score(lite0, image, "flamingo", ...))

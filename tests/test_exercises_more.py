@@ -182,3 +182,49 @@ def test_check_tokens_to_grid() -> None:
     assert not feedback and "class token" in feedback.message
     shape = exercises.check_tokens_to_grid(tokens, tokens)
     assert not shape and "shape" in shape.message
+
+
+# Lessons 06 and 07: the predict-then-verify checkers -----------------------------------------
+
+
+def test_check_box_prediction_computes_the_class_map_itself(lite0: camkit.LoadedModel) -> None:
+    image = camkit.sample_image("both")
+    boxes = {item["label"]: item["box"] for item in camkit.sample_boxes("both")}
+    named = {"dog": boxes["bull mastiff"], "cat": boxes["tabby"]}
+    assert exercises.check_box_prediction(image, "Egyptian cat", named, "cat")
+    wrong = exercises.check_box_prediction(image, "Egyptian cat", named, "dog")
+    assert not wrong and "peaks elsewhere" in wrong.message
+    assert not exercises.check_box_prediction(image, "Egyptian cat", named, "sofa")
+    assert "Not answered yet" in exercises.check_box_prediction(image, "tabby", named, ...).message
+
+
+def test_check_class_correlations_judges_each_band(lite0: camkit.LoadedModel) -> None:
+    image = camkit.sample_image("both")
+    right = {"American Staffordshire terrier": "high", "Egyptian cat": "low"}
+    assert exercises.check_class_correlations(image, "bull mastiff", right)
+    swapped = {"American Staffordshire terrier": "low", "Egyptian cat": "high"}
+    feedback = exercises.check_class_correlations(image, "bull mastiff", swapped)
+    assert not feedback and "2 of 2" in feedback.message
+    assert not exercises.check_class_correlations(image, "bull mastiff", {"boxer": "very"})
+    assert not exercises.check_class_correlations(image, "bull mastiff", "high")
+    assert "Not answered yet" in exercises.check_class_correlations(image, "x", ...).message
+
+
+def test_check_survival_prediction_judges_the_band() -> None:
+    generator = torch.Generator().manual_seed(0)
+    sums = torch.rand(2, 8, 8, generator=generator)
+    alike = sums + 0.01 * torch.rand(3, 2, 8, 8, generator=generator)
+    assert exercises.check_survival_prediction(alike, sums, 0.95)
+    assert not exercises.check_survival_prediction(alike, sums, 0.3)
+    unlike = torch.rand(3, 2, 8, 8, generator=generator)
+    assert exercises.check_survival_prediction(unlike, sums, 0.1)
+    assert not exercises.check_survival_prediction(unlike, sums, "high")
+    assert "Not answered yet" in exercises.check_survival_prediction(unlike, sums, ...).message
+
+
+def test_check_eigencam_prediction_runs_the_first_step(lite0: camkit.LoadedModel) -> None:
+    pixels = camkit.explain(lite0, camkit.sample_image("chelsea")).images
+    right = exercises.check_eigencam_prediction(lite0, pixels, 1.0)
+    assert right and "1.00" in right.message
+    assert not exercises.check_eigencam_prediction(lite0, pixels, 0.2)
+    assert "Not answered yet" in exercises.check_eigencam_prediction(lite0, pixels, ...).message

@@ -33,14 +33,14 @@ def test_overlay_blends_the_map_over_the_picture(explanation) -> None:
     np.testing.assert_allclose(full, colours, atol=1.5)
 
 
-def test_save_and_notebook_display_write_a_labelled_png(explanation, tmp_path) -> None:
+def test_save_writes_a_labelled_png_and_the_notebook_shows_a_jpeg(explanation, tmp_path) -> None:
     path = explanation.save(tmp_path / "figure.png")
     with Image.open(path) as saved:
         assert saved.format == "PNG" and saved.width > 400 and saved.height > 400
-    png = explanation._repr_png_()
-    assert png.startswith(b"\x89PNG\r\n\x1a\n")
-    with Image.open(io.BytesIO(png)) as shown:
-        assert shown.size[0] > 400
+    assert not hasattr(explanation, "_repr_png_")  # one picture per display, not two
+    jpeg = explanation._repr_jpeg_()
+    with Image.open(io.BytesIO(jpeg)) as shown:
+        assert shown.format == "JPEG" and shown.size[0] > 400
 
 
 def test_repr_is_one_line_summary(explanation) -> None:

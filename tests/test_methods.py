@@ -144,9 +144,13 @@ def test_zero_denominators_give_zeros_not_nan(masked_model) -> None:
     zeros = torch.zeros(1, 2, 2, 2)
     # Guided methods are left out: the input gradient of this linear model is W * M, not zero.
     methods = [m for m in camkit.list_methods() if not m.startswith("guided")]
-    explanation = camkit.explain(masked_model, zeros, methods=methods, layers="features", target=0)
+    with pytest.warns(camkit.MapWarning, match="zero"):  # every map blank, and camkit says so
+        explanation = camkit.explain(
+            masked_model, zeros, methods=methods, layers="features", target=0
+        )
     for key, value in explanation.maps.items():
         assert torch.equal(value, torch.zeros_like(value)), key
+        assert explanation.warning_for(key[1]) is not None, key
         assert not torch.isnan(explanation.raw[key]).any(), key
 
 

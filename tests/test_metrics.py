@@ -381,8 +381,48 @@ def test_sanity_check_on_lite0_gradcam_loses_its_map(lite0: camkit.LoadedModel) 
     assert result.perturbation["gradcam"] > 0.9
     assert float(correlations[-1]) < 0.3 < result.perturbation["gradcam"] - 0.5
     assert result.passed["gradcam"]
+    assert result.first_below["gradcam"] == "_fc"  # its weights are the classifier's gradient
+    assert result.reasons["gradcam"].startswith("passes")
     after = lite0.model.state_dict()
     assert all(torch.equal(before[key], after[key]) for key in before)
+
+
+def test_sanity_check_fails_maps_that_survive_a_random_classifier(
+    lite0: camkit.LoadedModel,
+) -> None:
+    """Grad-CAM++ (positive gradients, near-uniform alphas) and Eigen-CAM (activations only)
+    keep their map when `_fc` is random: they fail, whatever the later steps do."""
+    images = [str(shared_path("images", name)) for name in ("chelsea.png", "coffee.png")]
+    pixels = camkit.explain(lite0, images).images
+    result = metrics.sanity_check(lite0, pixels, ["gradcam", "gradcam++", "eigencam"], steps=2)
+    first = {name: float(values[0]) for name, values in result.correlations.items()}
+    assert first["eigencam"] == pytest.approx(1.0, abs=1e-6)  # _fc is after the layer it reads
+    assert first["gradcam++"] > 0.5 > first["gradcam"]
+    assert result.passed == {"gradcam": True, "gradcam++": False, "eigencam": False}
+    assert "survives randomising '_fc'" in result.reasons["gradcam++"]
+    assert result.first_below["eigencam"] is None
+    table = result.table()
+    assert "| 1. _fc |" in table and "| passes | yes | no | no |" in table
+
+
+@pytest.mark.parametrize(
+    ("series", "yardstick", "verdict", "first"),
+    [
+        ([0.2, 0.1, 0.0], 0.99, True, "a"),  # lost at once, and stays lost
+        ([0.9, 0.4, 0.1], 0.99, False, "b"),  # survives the first step: fails however it ends
+        ([0.2, 0.6, 0.7], 0.99, False, "a"),  # comes back by the last step
+        ([0.3, 0.2, 0.1], 0.5, False, "a"),  # below 0.5 but not below half the yardstick
+        ([0.6, 0.7, 0.8], 0.99, False, None),  # never below 0.5
+    ],
+)
+def test_sanity_rule_judges_the_first_and_the_last_step(
+    series: list[float], yardstick: float, verdict: bool, first: str | None
+) -> None:
+    from camkit._metrics_sanity import judge
+
+    passed, first_below, reason = judge(["a", "b", "c"], torch.tensor(series), yardstick)
+    assert (passed, first_below) == (verdict, first)
+    assert reason.startswith("passes" if verdict else "fails")
 
 
 # ------------------------------------------------------------------------------------------

@@ -16,12 +16,16 @@ import pytest
 
 nbformat = pytest.importorskip("nbformat")
 
-from camkit.classroom import SOLUTION_TAG, make_student_copies  # noqa: E402
+from camkit.classroom import (  # noqa: E402
+    SOLUTION_TAG,
+    hidden_solution_problems,
+    make_student_copies,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-#: Stored outputs are for reading on GitHub; figures at a modest dpi keep a lesson under this.
-MAX_BYTES = 1_000_000
+#: Stored outputs are for reading on GitHub; JPEG photos at 120 dpi keep a lesson under this.
+MAX_BYTES = 1_500_000
 TRACEBACK = "Traceback (most recent call last)"
 BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
 
@@ -196,4 +200,19 @@ def test_student_copy_has_no_solution(path: Path, tmp_path: Path) -> None:
         cell.outputs == [] and cell.execution_count is None
         for cell in student.cells
         if cell.cell_type == "code"
+    )
+
+
+@lesson
+def test_solutions_are_hidden(path: Path) -> None:
+    """A learner who opens the lesson sees that an answer is there, not the answer."""
+    problems = [
+        f"cell {number}: {'; '.join(found)}"
+        for number, cell in enumerate(_read(path).cells)
+        if (found := hidden_solution_problems(cell))
+    ]
+    assert not problems, (
+        "solution cells not hidden (re-execute with `python notebooks/run_all.py`, or run "
+        '`python -c "from camkit.classroom import hide_solutions_in; '
+        f"hide_solutions_in('notebooks/{path.name}')\"`):\n" + "\n".join(problems)
     )

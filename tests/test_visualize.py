@@ -13,7 +13,13 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from camkit.figures import explanation_figure, grid
-from camkit.overlay import figure_to_png_bytes, heatmap_image, overlay
+from camkit.overlay import (
+    NOTEBOOK_DPI,
+    PANEL_INCHES,
+    figure_to_png_bytes,
+    heatmap_image,
+    overlay,
+)
 
 JET = matplotlib.colormaps["jet"]
 
@@ -237,8 +243,8 @@ def test_grid_rows_per_explanation_and_layer_columns_per_method() -> None:
             assert f"net{n}" in row and layer in row and "gradcam++ overlay" in row
             assert "animal0" in row and "50.0%" in row
     width, height = figure.get_size_inches()
-    assert width == pytest.approx(columns * 2.2)
-    assert height / 10 >= 2.2
+    assert width == pytest.approx(columns * PANEL_INCHES)
+    assert height / 10 >= PANEL_INCHES
 
 
 def test_grid_names_index_and_missing_methods() -> None:
@@ -311,22 +317,38 @@ def test_figure_of_a_real_explanation() -> None:
     assert len(panels(overview)) == 4 * 5
 
 
-def test_figures_have_a_colour_bar_saying_what_high_and_low_mean() -> None:
+def test_figures_have_a_numeric_colour_bar_saying_each_map_is_scaled_on_its_own() -> None:
     figure = explanation_figure(fake_explanation(batch=1))
     bars = [ax for ax in figure.axes if ax.get_label() == "<colorbar>"]
     assert len(bars) == 1
     labels = [tick.get_text() for tick in bars[0].get_yticklabels()]
-    assert any("high" in label for label in labels) and any("low" in label for label in labels)
+    # After min-max scaling 0 is the map's own minimum, not "no evidence" (issue 20, item 8).
+    assert labels[0].startswith("0: its") and "minimum" in labels[0]
+    assert labels[-1].startswith("1: its") and "maximum" in labels[-1]
+    assert "0.5" in labels and not any("evidence" in label for label in labels)
+    assert "min-max scaled on its own" in bars[0].get_ylabel()
+
+
+def test_figure_text_is_readable_on_a_projector() -> None:
+    figure = explanation_figure(fake_explanation(batch=1))
+    sizes = [t.get_fontsize() for ax in figure.axes for t in (ax.title, *ax.get_yticklabels())]
+    sizes = [size for size in sizes if size]
+    assert min(sizes) >= 9, sorted(set(sizes))
+    assert NOTEBOOK_DPI >= 120
+    with Image.open(io.BytesIO(figure._repr_jpeg_())) as image:
+        width, _ = image.size
+    assert width >= figure.get_size_inches()[0] * 120 - 1
 
 
 def test_figures_display_as_pictures_in_jupyter_without_magic() -> None:
     figure = grid(fake_explanation(batch=1))
-    png = figure._repr_png_()  # what IPython's display calls on a non-pyplot figure
-    assert png.startswith(b"\x89PNG")
+    jpeg = figure._repr_jpeg_()  # what IPython's display calls on a non-pyplot figure
+    assert jpeg.startswith(b"\xff\xd8\xff")
+    assert not hasattr(figure, "_repr_png_"), "a second format would store the figure twice"
     assert figure.axes, "showing a figure must not clear it"
-    with Image.open(io.BytesIO(png)) as image:
+    with Image.open(io.BytesIO(jpeg)) as image:
         pixels = np.asarray(image.convert("L"))
-    assert pixels.std() > 10, "the PNG holds a drawing, not a blank canvas"
+    assert pixels.std() > 10, "the JPEG holds a drawing, not a blank canvas"
 
 
 def test_long_class_names_are_wrapped_not_clipped() -> None:
