@@ -60,9 +60,12 @@ def build(name: str) -> tuple[Explorer, str, bool, float]:
     full = MODELS[name]
     started = time.perf_counter()
     if full.startswith("efficientnet"):
-        return Explorer(image="water-bird", models=[full], tutorial_models=False), (
-            MODEL_TITLES[full]
-        ), True, 0.0
+        return (
+            Explorer(image="water-bird", models=[full], tutorial_models=False),
+            (MODEL_TITLES[full]),
+            True,
+            0.0,
+        )
     network = torchvision.models.get_model(full, weights=None).eval()
     built = time.perf_counter() - started
     loaded = camkit.LoadedModel(network, camkit.Preprocessing(), None, full, False)

@@ -131,7 +131,7 @@ def term_sizes(method: str, a: torch.Tensor, g: torch.Tensor | None) -> torch.Te
 
 
 def _what_to_do_for_a_layer() -> str:
-    return "explain another layer or method, or check the class"
+    return "explain another layer or method, or another class"
 
 
 def zero_gradient_rows(g: torch.Tensor) -> list[int]:
@@ -183,7 +183,12 @@ def layer_flags(
                 continue
             where = f"{method} at layer {layer!r}, {rows[row]}"
             span = float(peak[row] - low[row])
-            if float(peak[row]) <= 0 and float(low[row]) >= 0:
+            if float(peak[row]) <= 0 and float(low[row]) >= 0 and method.startswith("guided"):
+                message = (
+                    f"{where}: the gradient image is zero everywhere, so the score does not "
+                    "depend on the input's pixels here (drawn flat); check the model's weights"
+                )
+            elif float(peak[row]) <= 0 and float(low[row]) >= 0:
                 message = (
                     f"{where}: the map is zero everywhere after the ReLU, so no position gives "
                     "positive evidence for this class at this layer (drawn flat); "

@@ -145,6 +145,7 @@ traceback. Tested in `tests/test_bad_inputs.py` (library and CLI) unless another
 | a float, 2-D or bool tensor/array as `target` | `TypeError`: `` `target` Tensor has shape (1, 2) and dtype torch.int64; pass integer class indices, one per image or one for all `` |
 | an output PNG that exists already | `output 'out/cat-camkit.png' already exists; pass --overwrite to replace it, or choose another --out` |
 | any tensor shape and dtype (hypothesis, 60 examples: batch 1-2, 1-4 channels, 1-20 pixels a side, six dtypes, NaN/Inf injected) | either finite maps in [0, 1] of the input's size, or one of the errors above; never another exception. The only refusal not listed above: an input too small for any spatial layer (`layers='auto'` found no module with a spatial ... output ...; pass ... or a larger input) |
+| float image array (or list item) with values outside [0, 1] | `image array has values up to 255: pass pixels in [0, 1] (divide 0-255 values by 255) or a uint8 array; camkit applies the model's own normalisation`; below 0: `... looks normalised already: pass pixels in [0, 1] ...` (before, they were clipped: a 0-255 picture became white) |
 | numpy arrays of 7 shapes x 6 dtypes (hypothesis) | converted, or `image array has shape (12, 10, 5); pass (H, W), (H, W, 3) or (H, W, 4) ...` / `image array has dtype int32; pass uint8 (0-255), uint16 or float (0-1)` |
 
 A numpy integer (`np.int64`, as `argmax` returns) is accepted as a class index like an `int`,

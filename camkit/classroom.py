@@ -44,7 +44,7 @@ import copy
 import os
 import stat
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,7 @@ __all__ = [
     "SOLUTION_TITLE",
     "ClassroomError",
     "StudentCopy",
+    "bound_names",
     "classroom",
     "hidden_solution_problems",
     "hide_solutions",
@@ -225,7 +226,24 @@ class _Bindings(ast.NodeVisitor):
     def __init__(self) -> None:
         self.targets: list[ast.expr] = []
         self.functions: list[str] = []
-        self.imports: list[ast.stmt] = []
+        self.imports: list[ast.Import | ast.ImportFrom] = []
+        self.loops: list[ast.expr] = []  # for and with targets: bound, but not answers
+
+    def visit_For(self, node: ast.For) -> None:
+        self.loops.append(node.target)
+        self.generic_visit(node)
+
+    def visit_AsyncFor(self, node: ast.AsyncFor) -> None:
+        self.loops.append(node.target)
+        self.generic_visit(node)
+
+    def visit_With(self, node: ast.With) -> None:
+        self.loops.extend(item.optional_vars for item in node.items if item.optional_vars)
+        self.generic_visit(node)
+
+    def visit_AsyncWith(self, node: ast.AsyncWith) -> None:
+        self.loops.extend(item.optional_vars for item in node.items if item.optional_vars)
+        self.generic_visit(node)
 
     def visit_Assign(self, node: ast.Assign) -> None:
         self.targets.extend(node.targets)
@@ -272,66 +290,104 @@ class _Bindings(ast.NodeVisitor):
         self.imports.append(node)
 
 
+def _bindings(source: str) -> _Bindings | None:
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    bindings = _Bindings()
+    for statement in tree.body:
+        bindings.visit(statement)
+    return bindings
+
+
+def _names(target: ast.expr) -> list[str]:
+    if isinstance(target, ast.Name):
+        return [target.id]
+    if isinstance(target, (ast.Tuple, ast.List)):
+        return [name for element in target.elts for name in _names(element)]
+    if isinstance(target, ast.Starred):
+        return _names(target.value)
+    return []  # d["x"] = 1 binds no new name
+
+
+def bound_names(source: str) -> set[str]:
+    """The names a cell binds at its top level: assignments, loops, ``with``, defs, imports."""
+    bindings = _bindings(source)
+    if bindings is None:
+        return set()
+    names = {name for target in [*bindings.targets, *bindings.loops] for name in _names(target)}
+    for node in bindings.imports:
+        names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+    return names | set(bindings.functions)
+
+
 def _root(target: ast.expr) -> str | None:
     while isinstance(target, (ast.Attribute, ast.Subscript, ast.Starred)):
         target = target.value
     return target.id if isinstance(target, ast.Name) else None
 
 
-def _unanswered_line(target: ast.expr, bound: set[str]) -> str | None:
-    """``target = ...  # your answer`` keeping the target's shape, or None when nothing new."""
+def _unanswered_line(target: ast.expr, bound: set[str], known: set[str]) -> str | None:
+    """``target = ...  # your answer`` keeping the target's shape, or None when nothing new.
+
+    ``bound``: names this cell's answer already lists (it grows); ``known``: names that earlier
+    cells bind, whose values the rest of the lesson may need, so they are not overwritten.
+    """
     if isinstance(target, ast.Name):
-        if target.id in bound:
+        if target.id in bound or target.id in known:
             return None
         bound.add(target.id)
         return f"{target.id} = ...  {ANSWER_COMMENT}"
     if isinstance(target, (ast.Tuple, ast.List)):
         names = [element for element in target.elts if isinstance(element, ast.Name)]
-        if len(names) == len(target.elts) and not any(n.id in bound for n in names):
+        if len(names) == len(target.elts) and not any(n.id in bound | known for n in names):
             bound.update(n.id for n in names)
             values = ", ".join("..." for _ in names)
             return f"{', '.join(n.id for n in names)} = {values}  {ANSWER_COMMENT}"
-        lines = [_unanswered_line(element, bound) for element in target.elts]
+        lines = [_unanswered_line(element, bound, known) for element in target.elts]
         kept = [line for line in lines if line]
         return "\n".join(kept) if kept else None
     if isinstance(target, ast.Starred):
-        return _unanswered_line(target.value, bound)
+        return _unanswered_line(target.value, bound, known)
     root = _root(target)  # answers["x"] = 1, settings.alpha = 2: an object made elsewhere
     if root is None or root in bound:
         return None
     return f"{ast.unparse(target)} = ...  {ANSWER_COMMENT}"
 
 
-def student_answer(source: str) -> str:
+def student_answer(source: str, known: Iterable[str] = ()) -> str:
     """A solution cell's code with its answer taken out: each assigned name set to ``...``.
 
     Imports stay; every name the cell assigns (``x = ``, ``a, b = ``, ``x += ``, ``def f``) is
-    kept once, in order, as ``name = ...  # your answer``; all other statements go. A cell that
-    assigns nothing, or is not plain Python, becomes :data:`CODE_PLACEHOLDER`.
+    kept once, in order, as ``name = ...  # your answer``; all other statements go. Names in
+    ``known`` (bound by earlier cells, such as a lesson's ``logits``) are left alone, so the rest
+    of the lesson keeps them, unless the cell assigns nothing else. A cell that assigns nothing,
+    or is not plain Python, becomes :data:`CODE_PLACEHOLDER`.
 
     Args:
         source: The code of a cell tagged ``solution``.
+        known: Names that the cells above it bind.
 
     Returns:
         The code of the same cell in a student copy.
     """
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
+    bindings = _bindings(source)
+    if bindings is None:
         return CODE_PLACEHOLDER
-    bindings = _Bindings()
-    for statement in tree.body:
-        bindings.visit(statement)
     lines = [ast.get_source_segment(source, node) or ast.unparse(node) for node in bindings.imports]
-    bound: set[str] = set()
-    answers = [line for target in bindings.targets if (line := _unanswered_line(target, bound))]
-    for name in bindings.functions:
-        if name not in bound:
-            bound.add(name)
-            answers.append(f"{name} = ...  {ANSWER_COMMENT}: a function")
-    if not answers:
-        return CODE_PLACEHOLDER
-    return "\n".join([*lines, *answers])
+    for skip in (set(known), set()):  # keep the names above, unless nothing else is left
+        bound: set[str] = set()
+        answers = [
+            line for target in bindings.targets if (line := _unanswered_line(target, bound, skip))
+        ]
+        for name in bindings.functions:
+            if name not in bound and name not in skip:
+                bound.add(name)
+                answers.append(f"{name} = ...  {ANSWER_COMMENT}: a function")
+        if answers:
+            return "\n".join([*lines, *answers])
+    return CODE_PLACEHOLDER
 
 
 def _unhide(cell: Any) -> None:
@@ -362,7 +418,9 @@ def student_notebook(notebook: Any) -> tuple[Any, int]:
     """
     student = copy.deepcopy(notebook)
     emptied = 0
+    known: set[str] = set()  # names bound by the code cells above
     for cell in student.cells:
+        source = cell.source
         for key in _RUN_METADATA:
             cell.metadata.pop(key, None)
         if cell.cell_type == "code":
@@ -371,11 +429,13 @@ def student_notebook(notebook: Any) -> tuple[Any, int]:
         if SOLUTION_TAG in _tags(cell):
             emptied += 1
             if cell.cell_type == "code":
-                cell.source = student_answer(cell.source)
+                cell.source = student_answer(cell.source, known)
             else:
                 cell.source = MARKDOWN_PLACEHOLDER if cell.cell_type == "markdown" else ""
             _unhide(cell)
             cell.pop("attachments", None)  # pictures pasted into an answer are part of it
+        if cell.cell_type == "code":
+            known |= bound_names(source)
     # Saved widget state is an output too (and can hold whole images).
     student.metadata.pop("widgets", None)
     return student, emptied

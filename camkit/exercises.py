@@ -122,6 +122,11 @@ def _capture(
 
 def check_coffee_explanation(explanation: Any) -> Feedback:
     """Lesson 00: coffee.png explained with Grad-CAM++ on EfficientNet-Lite0 at "_blocks.10"."""
+    if unanswered(explanation):
+        return _not_answered(
+            "call camkit.explain with the model, the coffee photo, and the method and layer the "
+            "exercise names"
+        )
     if not isinstance(explanation, camkit.Explanation):
         return _wrong(f"pass the result of camkit.explain, got {type(explanation).__name__}")
     if "gradcam++" not in explanation.methods:
@@ -143,6 +148,8 @@ def check_coffee_explanation(explanation: Any) -> Feedback:
 
 def check_explained_class(explanation: Any, class_name: str) -> Feedback:
     """Lesson 00: an explanation of the class ``class_name`` rather than the top class."""
+    if unanswered(explanation):
+        return _not_answered("camkit.explain explains the top class unless told otherwise")
     if not isinstance(explanation, camkit.Explanation):
         return _wrong(f"pass the result of camkit.explain, got {type(explanation).__name__}")
     explained = _label(explanation)
@@ -259,6 +266,11 @@ def check_occlusion_prediction(
 
 def check_activations(model: nn.Module, x: torch.Tensor, layer: str, activations: Any) -> Feedback:
     """Lesson 01: the output of ``layer`` for the input ``x``, taken with a forward hook."""
+    if unanswered(activations):
+        return _not_answered(
+            "register a forward hook on the layer, run the model, keep what the hook receives, "
+            "then remove the hook"
+        )
     left = hooks.hook_count(model)
     if left:
         return _wrong(f"{left} hook(s) still on the model: call handle.remove() on yours")
@@ -275,6 +287,11 @@ def check_gradients(
     model: nn.Module, x: torch.Tensor, layer: str, class_index: int, gradients: Any
 ) -> Feedback:
     """Lesson 01: d(score of ``class_index``)/d(output of ``layer``) for the input ``x``."""
+    if unanswered(gradients):
+        return _not_answered(
+            "keep the layer's output during a forward pass, then differentiate the class's "
+            "score with respect to it"
+        )
     _, expected = _capture(model, x, layer, class_index)
     assert expected is not None
     answer = _compare(gradients, expected, "my_gradients")
@@ -364,6 +381,8 @@ def check_changed_cells(model: nn.Module, x: torch.Tensor, layer: str, answer: A
 
 def check_channel_weights(gradients: torch.Tensor, weights: Any) -> Feedback:
     """Lesson 02: Grad-CAM's channel weights, the spatial mean of each channel's gradients."""
+    if unanswered(weights):
+        return _not_answered("step 1 of this lesson: one number per channel, from its gradients")
     grads = _per_image(gradients)
     expected = grads.mean(dim=(-2, -1))
     answer = _compare(weights, expected, "my_weights")
@@ -383,6 +402,8 @@ def check_channel_weights(gradients: torch.Tensor, weights: Any) -> Feedback:
 
 def check_gradcam_map(activations: torch.Tensor, gradients: torch.Tensor, cam_map: Any) -> Feedback:
     """Lesson 02: Grad-CAM's raw map (h, w): ReLU of the weighted sum of the channels."""
+    if unanswered(cam_map):
+        return _not_answered("steps 1 to 3 of this lesson, on the tensors the exercise gives")
     acts, grads = _per_image(activations), _per_image(gradients)
     expected = cam.gradcam(cam.LayerTensors(acts[None], grads[None]))[0]
     answer = _compare(cam_map, expected, "my_map")
@@ -407,6 +428,8 @@ def check_evidence_against(
     activations: torch.Tensor, gradients: torch.Tensor, against: Any
 ) -> Feedback:
     """Lesson 02: what Grad-CAM's ReLU removes, ReLU(-sum_k w_k A_k), as a positive map."""
+    if unanswered(against):
+        return _not_answered("look at what the ReLU of step 3 throws away")
     acts, grads = _per_image(activations), _per_image(gradients)
     weighted_sum = (grads.mean(dim=(1, 2))[:, None, None] * acts).sum(dim=0)
     expected = torch.relu(-weighted_sum)
@@ -634,7 +657,9 @@ def check_plus_plus_logit_scaling(
         return _not_answered(hint)
     methods = {"gradcam": cam.gradcam, "gradcam++": cam.gradcam_plus_plus}
     if not isinstance(answer, Mapping) or set(answer) != set(methods):
-        return _wrong('`my_prediction` must be a dict {"gradcam": True/False, "gradcam++": ...}')
+        return _wrong(
+            '`my_scaling_prediction` must be a dict {"gradcam": True/False, "gradcam++": ...}'
+        )
     if not all(isinstance(value, bool) for value in answer.values()):
         return _wrong("each prediction is True (the map changes) or False (it does not)")
     acts, grads = _per_image(activations)[None], _per_image(gradients)[None]
@@ -828,6 +853,8 @@ def _inside(point: tuple[int, int], box: Any) -> bool:
 
 def check_peak(heatmap: torch.Tensor, answer: Any) -> Feedback:
     """Lesson 06: the ``(x, y)`` pixel where the (H, W) map is largest."""
+    if unanswered(answer):
+        return _not_answered("find the largest value with argmax, then turn its index into (x, y)")
     heat = heatmap.detach().cpu().float().squeeze()
     height, width = heat.shape
     if isinstance(answer, int) and not isinstance(answer, bool):
@@ -851,8 +878,150 @@ def check_peak(heatmap: torch.Tensor, answer: Any) -> Feedback:
     )
 
 
+def _explorer_class(explorer: Any) -> str:
+    categories = explorer.loaded.categories
+    return categories[explorer.target] if categories else f"class {explorer.target}"
+
+
+def check_explorer_peak(explorer: Any, box: Any, answer: Any, on_bird: Any) -> Feedback:
+    """Lesson 05: where the explorer's ``_blocks.10`` Grad-CAM++ map peaks; is it on the bird."""
+    if unanswered(answer) or unanswered(on_bird):
+        return _not_answered(
+            "set the view with explorer.show(layer=..., method=..., target=...), then turn "
+            "explorer.current_map.argmax() into (x, y) and compare it with the box's corners"
+        )
+    asked = ("_blocks.10", "gradcam++", "spoonbill")
+    shown = (explorer.layer, explorer.method, _explorer_class(explorer))
+    if shown != asked:
+        return _wrong(
+            f"the explorer shows {shown[1]} at {shown[0]!r} for {shown[2]!r}; the exercise asks "
+            f"for {asked[1]} at {asked[0]!r} for {asked[2]!r}"
+        )
+    peak = check_peak(explorer.current_map, answer)
+    if not peak:
+        return peak
+    if not isinstance(on_bird, bool):
+        return _wrong(f"`peak_on_bird` must be True or False, got {on_bird!r}")
+    inside = _inside(_peak_of(explorer.current_map.squeeze()), box)
+    if on_bird != inside:
+        x0, y0, x1, y1 = box
+        return _wrong(
+            f"the box runs from x = {x0} to {x1} and y = {y0} to {y1}: is your (x, y) between?"
+        )
+    where = "inside" if inside else "outside"
+    return _right(f"the map peaks at (x, y) = {tuple(answer)}, {where} the bird's box")
+
+
+def _explorer_correlation(
+    explorer: Any, layer: str, first: tuple[str, str], second: tuple[str, str]
+) -> float:
+    """Pearson correlation of two (method, class) maps of the explorer's picture at one layer."""
+    loaded = explorer.loaded
+    maps = []
+    for method, class_name in (first, second):
+        exp = camkit.explain(
+            loaded,
+            explorer.image,
+            methods=[method],
+            layers=[layer],
+            target=loaded.categories.index(class_name),
+        )
+        maps.append(exp.maps[(layer, method)][0].flatten().double())
+    return float(torch.corrcoef(torch.stack(maps))[0, 1])
+
+
+def _correlations(
+    answer: Any, layers_asked: tuple[str, ...], name: str
+) -> dict[str, float] | Feedback:
+    if not isinstance(answer, Mapping) or set(answer) != set(layers_asked):
+        keys = ", ".join(repr(layer) for layer in layers_asked)
+        return _wrong(f"`{name}` must be a dict with the keys {keys}, one correlation each")
+    values = {}
+    for layer in layers_asked:
+        value = _number(answer[layer], f"{name}[{layer!r}]")
+        if isinstance(value, Feedback):
+            return value
+        values[layer] = value
+    return values
+
+
+def check_methods_differ(explorer: Any, answer: Any, correlations: Any) -> Feedback:
+    """Lesson 05: predict at which layer Grad-CAM and Grad-CAM++ differ more, then measure.
+
+    ``answer`` is the layer predicted ("_swish" or "_blocks.10"), ``correlations`` the measured
+    Pearson correlation of the two methods' spoonbill maps at each of the two layers.
+    """
+    asked = ("_swish", "_blocks.10")
+    if unanswered(answer) or unanswered(correlations):
+        return _not_answered(
+            "write your prediction first; then show each method at each layer and correlate "
+            "the two maps with torch.corrcoef"
+        )
+    if answer not in asked:
+        return _wrong(f"`differ_more` must be '_swish' or '_blocks.10', got {answer!r}")
+    values = _correlations(correlations, asked, "correlations")
+    if isinstance(values, Feedback):
+        return values
+    actual = {
+        layer: _explorer_correlation(
+            explorer, layer, ("gradcam", "spoonbill"), ("gradcam++", "spoonbill")
+        )
+        for layer in asked
+    }
+    off = [layer for layer in asked if abs(values[layer] - actual[layer]) > 0.02]
+    if off:
+        return _wrong(
+            f"your correlation at {', '.join(off)} differs from what the maps give; correlate the "
+            "flattened Grad-CAM and Grad-CAM++ maps of 'spoonbill' at that layer"
+        )
+    measured = ", ".join(f"{layer} {value:.2f}" for layer, value in actual.items())
+    if answer != min(asked, key=lambda layer: actual[layer]):
+        return _wrong(
+            f"your measurements are right ({measured}) and they disagree with your prediction: "
+            "how does one channel's gradient vary over the positions of the last layer, which "
+            "global average pooling feeds, and what does that leave Grad-CAM++'s alphas to do?"
+        )
+    return _right(f"the methods differ more at {answer} (correlations {measured})")
+
+
+def check_pelican_band(explorer: Any, answer: Any, correlation: Any) -> Feedback:
+    """Lesson 05: predict, then measure, how alike the head's Grad-CAM maps of two classes are.
+
+    ``answer`` is "low" (< 0.3), "middle" or "high" (>= 0.7), ``correlation`` the measured Pearson
+    correlation of the 'pelican' and 'spoonbill' Grad-CAM maps at ``_swish``.
+    """
+    if unanswered(answer) or unanswered(correlation):
+        return _not_answered(
+            "predict the band first; then show both classes at the head and correlate the maps"
+        )
+    if answer not in ("low", "middle", "high"):
+        return _wrong(f"`pelican_band` must be 'low', 'middle' or 'high', got {answer!r}")
+    value = _number(correlation, "pelican_correlation")
+    if isinstance(value, Feedback):
+        return value
+    actual = _explorer_correlation(
+        explorer, "_swish", ("gradcam", "spoonbill"), ("gradcam", "pelican")
+    )
+    if abs(value - actual) > 0.02:
+        return _wrong(
+            f"your correlation {value:.2f} differs from what the maps give; correlate the "
+            "flattened Grad-CAM maps of 'spoonbill' and 'pelican' at '_swish'"
+        )
+    band = _band(actual, 0.3, 0.7)
+    if answer != band:
+        return _wrong(
+            f"your measurement is right ({actual:.2f}) and it falls in another band than your "
+            "prediction: which pixels of this photo would any wading-bird class draw on?"
+        )
+    return _right(f"correlation {actual:.2f}, in the {band!r} band")
+
+
 def check_box_share(heatmap: torch.Tensor, box: Any, answer: Any) -> Feedback:
     """Lesson 06: the share of the map's total inside the box (energy-based pointing game)."""
+    if unanswered(answer):
+        return _not_answered(
+            "sum the map inside the box (rows y, columns x) and divide by its total"
+        )
     value = _number(answer, "my_share")
     if isinstance(value, Feedback):
         return value
@@ -874,6 +1043,10 @@ def check_box_share(heatmap: torch.Tensor, box: Any, answer: Any) -> Feedback:
 
 def check_class_in_box(explanation: Any, box: Any, answer: Any) -> Feedback:
     """Lesson 06: the most probable of the explained classes whose map peaks in ``box``."""
+    if unanswered(answer) or unanswered(explanation):
+        return _not_answered(
+            "explain top_k=10 classes, then walk down the ranks until a peak is in the box"
+        )
     if not isinstance(explanation, camkit.Explanation) or explanation.labels is None:
         return _wrong("`top10` must be the result of camkit.explain(..., top_k=10)")
     layer, method = explanation.layers[0], explanation.methods[0]
@@ -968,6 +1141,8 @@ def _spearman(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
 
 def check_auc(fractions: torch.Tensor, scores: torch.Tensor, answer: Any) -> Feedback:
     """Lesson 07: the area under a curve by the trapezoid rule."""
+    if unanswered(answer):
+        return _not_answered("each step adds its width times the mean of its two heights")
     value = _number(answer, "my_auc")
     if isinstance(value, Feedback):
         return value
@@ -987,6 +1162,10 @@ def check_auc(fractions: torch.Tensor, scores: torch.Tensor, answer: Any) -> Fee
 
 def check_average_drop(original: torch.Tensor, masked: torch.Tensor, answer: Any) -> Feedback:
     """Lesson 07: Average Drop %, ``100 * mean(max(0, Y - O) / Y)``."""
+    if unanswered(answer):
+        return _not_answered(
+            "a drop is relative to Y, an increase counts as no drop, and it is in %"
+        )
     value = _number(answer, "my_drop")
     if isinstance(value, Feedback):
         return value
@@ -1007,6 +1186,8 @@ def check_first_step_below(
     steps: Any, correlations: torch.Tensor, answer: Any, threshold: float = 0.5
 ) -> Feedback:
     """Lesson 07: the first randomised block after which the correlation is below ``threshold``."""
+    if unanswered(answer):
+        return _not_answered("walk through `sanity.steps` in order and compare each correlation")
     names = list(steps)
     values = [float(v) for v in correlations]
     below = [name for name, value in zip(names, values, strict=True) if value < threshold]
@@ -1400,8 +1581,9 @@ def check_training_mode_prediction(
     checker runs a copy of ``model`` (the model itself is not touched) and reads both off it.
     """
     hint = (
-        "in training mode a batch norm normalises with the mean and variance of the batch it is "
-        "given, here one picture; is that random, and is it what the model was trained to see?"
+        "training mode makes two changes, random ones (dropout, drop connect) and statistics; "
+        "only one is left here: what does a batch norm compute from a batch of one picture, and "
+        "what did the layers after it learn to receive?"
     )
     if unanswered(answer):
         return _not_answered(hint)

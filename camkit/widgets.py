@@ -179,8 +179,9 @@ class Explorer(widgets.VBox):
 
     Controls (attributes, for scripts and tests): ``model_picker``, ``image_picker``, ``upload``,
     ``layer_slider`` (index into :attr:`layers`), ``method_picker``, ``class_picker``,
-    ``alpha_slider``; output: ``picture`` (PNG of photo | heatmap | overlay), ``caption``,
-    ``layer_label``, ``status`` (the one-line message of the last error, else empty).
+    ``alpha_slider``, ``colour_picker``; output: ``picture`` (PNG of photo | heatmap | overlay),
+    ``colour_bar``, ``caption``, ``layer_label``, ``status`` (the one-line message of the last
+    error or note, else empty).
 
     Args:
         image: A picture to start with: a PIL image, a path, or a sample name
@@ -849,9 +850,7 @@ class Explorer(widgets.VBox):
                 with warnings.catch_warnings():
                     # Shown in the widget, on the map they concern, not as stderr in the log.
                     warnings.simplefilter("ignore", MapWarning)
-                    exp = explain(
-                        entry.loaded, image, methods=methods, layers=names, target=target
-                    )
+                    exp = explain(entry.loaded, image, methods=methods, layers=names, target=target)
                 return exp, ", ".join(skipped)
             except CamkitError as error:
                 bad = [name for name in names if f"'{name}'" in str(error)]
@@ -1030,16 +1029,15 @@ class Explorer(widgets.VBox):
                 "version_minor": 0,
                 "model_id": self._model_id,
             }
-        try:
+        # Nothing to draw yet (the first model failed): the widget alone.
+        with contextlib.suppress(Exception):
             data["image/jpeg"] = base64.b64encode(self.still()).decode("ascii")
-        except Exception:  # nothing drawn yet (the first model failed): the widget alone
-            pass
         return data
 
     if _IPYWIDGETS_MAJOR < 8:
 
         def _ipython_display_(self, **kwargs: Any) -> None:
-            """ipywidgets 7 displays through this hook, which IPython prefers: same bundle."""
+            """Display the same bundle on ipywidgets 7, which IPython shows through this hook."""
             from IPython.display import display
 
             display(self._repr_mimebundle_(**kwargs), raw=True)

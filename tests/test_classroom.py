@@ -18,6 +18,7 @@ from camkit.classroom import (  # noqa: E402
     MARKDOWN_PLACEHOLDER,
     SOLUTION_TITLE,
     ClassroomError,
+    bound_names,
     classroom,
     hidden_solution_problems,
     hide_solutions,
@@ -253,6 +254,39 @@ def test_student_answer_keeps_names_and_drops_values(source: str, expected: str)
     assert student_answer(source) == expected
 
 
+def test_names_bound_above_are_left_to_the_lesson() -> None:
+    # `logits` was made by the lesson above: the answer cell must not overwrite it with `...`.
+    source = "pelican = 144\nlogits = model(x)\nmy_gradients = grad(logits[0, pelican])"
+    assert student_answer(source, known={"logits", "model"}) == (
+        f"pelican = ...  {ANSWER_COMMENT}\nmy_gradients = ...  {ANSWER_COMMENT}"
+    )
+    # An answer that only reassigns names from above still gets its placeholders.
+    assert student_answer("my_peak = (3, 4)", known={"my_peak"}) == (
+        f"my_peak = ...  {ANSWER_COMMENT}"
+    )
+    assert bound_names(
+        "import torch.nn as nn\nfrom math import pi\nimport os.path\nfor k in range(2):\n"
+        "    total = k\nwith open('f') as handle:\n    pass\ndef f():\n    inner = 1\n"
+        "a, (b, *c) = 1, (2, 3)\nd['x'] = 1"
+    ) == {"nn", "pi", "os", "k", "total", "handle", "f", "a", "b", "c"}
+    assert bound_names("%timeit f(x)") == set()
+
+
+def test_student_notebook_keeps_the_lessons_own_names() -> None:
+    v4 = nbformat.v4
+    notebook = v4.new_notebook(
+        cells=[
+            v4.new_code_cell("logits = model(x)"),
+            v4.new_code_cell(
+                "logits = model(x)\nmy_gradients = grad(logits)", metadata={"tags": ["solution"]}
+            ),
+            v4.new_code_cell("check(my_gradients)"),
+        ]
+    )
+    student, _ = student_notebook(notebook)
+    assert student.cells[1].source == f"my_gradients = ...  {ANSWER_COMMENT}"
+
+
 def test_student_answer_runs_and_checkers_see_unanswered() -> None:
     from camkit.exercises import unanswered
 
@@ -444,14 +478,15 @@ def test_student_copy_runs_top_to_bottom(lesson: Path, tmp_path: Path) -> None:
         record_timing=False,
     )
     client.execute()
-    errors = _errors(notebook)
-    assert not errors, f"{lesson.name} student copy:\n" + "\n".join(errors)
-    unanswered = [
-        "".join(output.get("text", "")) + str(output.get("data", {}).get("text/plain", ""))
-        for cell in notebook.cells
-        if cell.cell_type == "code"
-        for output in cell.outputs
-    ]
-    assert any("Not answered yet" in text for text in unanswered), (
-        f"no check cell of {lesson.name}'s student copy said 'Not answered yet'"
-    )
+    problems = _errors(notebook)
+    # Every check cell runs on unanswered exercises: each must say so, with a hint.
+    for number, cell in enumerate(notebook.cells):
+        if cell.cell_type != "code" or "exercises.check_" not in cell.source:
+            continue
+        printed = " ".join(
+            "".join(output.get("text", "")) + str(output.get("data", {}).get("text/plain", ""))
+            for output in cell.outputs
+        )
+        if "Not answered yet" not in printed:
+            problems.append(f"cell {number} does not say 'Not answered yet': {printed[:160]!r}")
+    assert not problems, f"{lesson.name} student copy:\n" + "\n".join(problems)

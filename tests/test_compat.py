@@ -21,6 +21,9 @@ from camkit.compat import (
     visualize_cam,
 )
 
+# Random weights: some maps have no positive evidence, and camkit says so (a MapWarning).
+pytestmark = pytest.mark.filterwarnings("ignore::camkit.MapWarning")
+
 SIZE = 64  # the smallest convenient size every tutorial architecture accepts (AlexNet needs > 32)
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 METHODS = {GradCAM: "gradcam", GradCAMpp: "gradcam++"}

@@ -212,6 +212,36 @@ def test_warnings_are_kept_when_the_caller_ignores_them() -> None:
     assert "warnings=1" in repr(explanation)
 
 
+def test_smoothed_and_guided_maps_are_checked_too() -> None:
+    # These maps come from passes of their own (noisy copies, guided backpropagation): they are
+    # checked on their raw maps, and only the maps returned carry warnings.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MapWarning)
+        explanation = camkit.explain(
+            _zero_head_model(),
+            X,
+            methods=["layercam", "guided-backprop"],
+            layers="0",
+            target=0,
+            smooth="noise",
+            smooth_samples=2,
+        )
+    assert set(explanation.flagged) == {("0", "layercam"), ("0", "guided-backprop")}
+    assert "the map is zero everywhere" in explanation.warning_for("layercam")
+    assert "gradient image is zero" in explanation.warning_for("guided-backprop")
+    assert len(explanation.warnings) == 2
+    sound, caught = _explain_recording(
+        _cancelling_model(1.0),
+        X,
+        methods=["gradcam", "guided-gradcam"],
+        layers="0",
+        target=0,
+        smooth="noise",
+        smooth_samples=2,
+    )
+    assert caught == [] and sound.warnings == ()
+
+
 def test_each_call_warns_again() -> None:
     # A notebook cell run twice shows the warning twice (no "already shown" registry).
     model = _zero_head_model()

@@ -213,7 +213,8 @@ def test_vit_last_norm_is_skipped_when_the_head_reads_only_the_class_token() -> 
     layers = camkit.list_layers(model, input_size=(16, 16))
     assert [info.name for info in layers if info.is_auto] == ["block_norm"]
     # At the final norm only the class token gets a gradient: a flat, all-zero Grad-CAM.
-    final = camkit.explain(model, x, layers="norm", methods="gradcam")
+    with pytest.warns(camkit.MapWarning, match="every gradient"):
+        final = camkit.explain(model, x, layers="norm", methods="gradcam")
     assert final.raw[("norm", "gradcam")].abs().max() == 0
     chosen = camkit.explain(model, x, methods="gradcam")
     assert chosen.raw[("block_norm", "gradcam")].abs().max() > 0

@@ -5,8 +5,8 @@ Runs on ipywidgets 8 and 7.7.1 (tests/run_ipywidgets7.sh runs this file against 
 
 from __future__ import annotations
 
-import itertools
 import io
+import itertools
 import random
 
 import numpy as np
@@ -563,7 +563,9 @@ def test_a_stored_view_needs_no_busy_sign(lite0_explorer: Explorer, monkeypatch)
     assert seen == [] and "&#8987;" not in e.caption.value
 
 
-def test_browser_slider_values_are_coalesced_to_the_latest(lite0_explorer: Explorer, monkeypatch) -> None:
+def test_browser_slider_values_are_coalesced_to_the_latest(
+    lite0_explorer: Explorer, monkeypatch
+) -> None:
     e = lite0_explorer
     e.image_picker.value = "water-bird"
     e.method_picker.value = "gradcam"
@@ -618,7 +620,8 @@ def test_a_rejected_upload_leaves_the_button_counting_nothing(lite0_explorer: Ex
 def test_method_buttons_are_as_wide_as_their_names(lite0_explorer: Explorer) -> None:
     assert lite0_explorer.method_picker.style.button_width == "auto"
     assert ("Grad-CAM elementwise", "gradcam-elementwise") in [
-        tuple(option) for option in zip(
+        tuple(option)
+        for option in zip(
             lite0_explorer.method_picker._options_labels,
             lite0_explorer.method_picker._options_values,
             strict=True,
