@@ -1263,6 +1263,58 @@ def check_eigencam_prediction(model: Any, images: torch.Tensor, answer: Any) -> 
     )
 
 
+def _direction(before: float, after: float, tolerance: float) -> str:
+    return "same" if abs(after - before) <= tolerance else "higher" if after > before else "lower"
+
+
+def check_squared_map_prediction(
+    model: Any, images: torch.Tensor, maps: torch.Tensor, targets: Any, answer: Any
+) -> Feedback:
+    """Lesson 07: what squaring the maps does to their deletion AUC and their Average Drop.
+
+    The answer is a dict ``{"deletion AUC": d, "Average Drop": a}`` with each of ``d`` and ``a``
+    one of "lower", "same" or "higher". Both scores are computed here, for ``maps`` and for
+    ``maps ** 2`` (a sharper map with the same order of pixels); "same" means within 0.005 of
+    deletion AUC or 1 percentage point of Average Drop.
+    """
+    if unanswered(answer):
+        return _not_answered(
+            "which score reads only the order of the pixels, and which multiplies the picture "
+            "by the map's values?"
+        )
+    keys = ("deletion AUC", "Average Drop")
+    if not isinstance(answer, Mapping) or set(answer) != set(keys):
+        return _wrong(f"give a dict with the keys {list(keys)}, each 'lower', 'same' or 'higher'")
+    bad = {key: value for key, value in answer.items() if value not in ("lower", "same", "higher")}
+    if bad:
+        return _wrong(f"each prediction is 'lower', 'same' or 'higher', got {bad}")
+    from camkit.metrics import average_drop, deletion
+
+    heat = maps.detach()
+    squared = heat**2
+    # Small batches: faster on a CPU, same numbers.
+    auc = [float(deletion(model, images, m, targets, batch_size=4).mean_auc) for m in (heat, squared)]
+    drop = [float(average_drop(model, images, m, targets).average_drop) for m in (heat, squared)]
+    actual = {
+        "deletion AUC": _direction(auc[0], auc[1], 0.005),
+        "Average Drop": _direction(drop[0], drop[1], 1.0),
+    }
+    measured = (
+        f"deletion AUC {auc[0]:.3f} -> {auc[1]:.3f}, Average Drop {drop[0]:.1f} % -> {drop[1]:.1f} %"
+    )
+    if all(answer[key] == actual[key] for key in keys):
+        return _right(f"squared maps: {measured}")
+    hints = []
+    if answer["deletion AUC"] != actual["deletion AUC"]:
+        hints.append("deletion removes pixels in the map's order: does squaring change the order?")
+    if answer["Average Drop"] != actual["Average Drop"]:
+        hints.append(
+            "Average Drop multiplies the picture by the map: what does squaring do to values "
+            "between 0 and 1?"
+        )
+    return _wrong("; ".join(hints))
+
+
 def check_ablation_weights(score: Any, ablated: torch.Tensor, answer: Any) -> Feedback:
     """Lesson 08: Ablation-CAM's channel weights ``(y - y_k) / y``."""
     if unanswered(answer):

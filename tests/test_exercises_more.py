@@ -228,3 +228,26 @@ def test_check_eigencam_prediction_runs_the_first_step(lite0: camkit.LoadedModel
     assert right and "1.00" in right.message
     assert not exercises.check_eigencam_prediction(lite0, pixels, 0.2)
     assert "Not answered yet" in exercises.check_eigencam_prediction(lite0, pixels, ...).message
+
+
+def test_check_squared_map_prediction_computes_both_scores(lite0: camkit.LoadedModel) -> None:
+    exp = camkit.explain(lite0, camkit.sample_image("both"), methods=["gradcam"])
+    args = (lite0, exp.images, exp["gradcam"], exp.targets[:, 0])
+    right = exercises.check_squared_map_prediction(
+        *args, {"deletion AUC": "same", "Average Drop": "higher"}
+    )
+    assert right and "Average Drop" in right.message
+    wrong_drop = exercises.check_squared_map_prediction(
+        *args, {"deletion AUC": "same", "Average Drop": "lower"}
+    )
+    assert not wrong_drop and "multiplies" in wrong_drop.message
+    assert "order" not in wrong_drop.message
+    wrong_auc = exercises.check_squared_map_prediction(
+        *args, {"deletion AUC": "lower", "Average Drop": "higher"}
+    )
+    assert not wrong_auc and "order" in wrong_auc.message
+    assert not exercises.check_squared_map_prediction(*args, {"deletion AUC": "same"})
+    assert not exercises.check_squared_map_prediction(
+        *args, {"deletion AUC": "same", "Average Drop": "up"}
+    )
+    assert "Not answered yet" in exercises.check_squared_map_prediction(*args, ...).message

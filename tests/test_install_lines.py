@@ -66,14 +66,18 @@ def check_install_arguments(arguments: list[str]) -> list[str]:
         if editable or argument.startswith((".[", "./")) or argument == ".":
             if not re.fullmatch(r"\.(\[[a-z0-9_,-]+\])?", argument):
                 problems.append(f"{argument!r} is not the checkout ('.' or '.[extra]')")
-            problems += [f"extra {e!r} is not in pyproject.toml" for e in _extras(argument) - EXTRAS]
+            problems += [
+                f"extra {e!r} is not in pyproject.toml" for e in _extras(argument) - EXTRAS
+            ]
         elif re.match(r"camkit\b", argument):
             if f"@ git+{REPOSITORY}" not in argument:
                 problems.append(
                     f"{argument!r}: camkit is not on PyPI; install the clone with "
                     f"`pip install -e .` or `camkit @ git+{REPOSITORY}`"
                 )
-            problems += [f"extra {e!r} is not in pyproject.toml" for e in _extras(argument) - EXTRAS]
+            problems += [
+                f"extra {e!r} is not in pyproject.toml" for e in _extras(argument) - EXTRAS
+            ]
         elif re.match(r"(torch|torchvision)\s*<", argument):
             problems.append(f"{argument!r} caps PyTorch")
     return problems
@@ -86,7 +90,9 @@ def test_the_checker_catches_what_fails() -> None:
     assert check_install_arguments(["torch<2.15"])
     assert not check_install_arguments(["-e", ".[classroom]"])
     assert not check_install_arguments(["-q", f"camkit[classroom] @ git+{REPOSITORY}"])
-    assert not check_install_arguments(["torch==2.14.1", "torchvision==0.29.1", "-e", ".[notebooks]"])
+    assert not check_install_arguments(
+        ["torch==2.14.1", "torchvision==0.29.1", "-e", ".[notebooks]"]
+    )
 
 
 def test_there_are_install_lines_to_check() -> None:

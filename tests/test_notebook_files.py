@@ -42,8 +42,11 @@ def test_stored_lesson_is_what_jupyterlab_saves(path: Path) -> None:
 def test_checkpoints_and_student_copies_are_ignored() -> None:
     if not (ROOT / ".git").exists():
         pytest.skip("not a git checkout")
-    for path in ("notebooks/.ipynb_checkpoints/00_tutorial-checkpoint.ipynb",
-                 ".ipynb_checkpoints/x.ipynb", "student/00_tutorial.ipynb"):
+    for path in (
+        "notebooks/.ipynb_checkpoints/00_tutorial-checkpoint.ipynb",
+        ".ipynb_checkpoints/x.ipynb",
+        "student/00_tutorial.ipynb",
+    ):
         result = subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT, check=False)
         assert result.returncode == 0, f"{path} is not ignored by .gitignore"
 

@@ -39,8 +39,10 @@ def stand_in_torch_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pa
     torch.manual_seed(0)
     for name in TUTORIAL_MODELS:
         model = torchvision.models.get_model(name, weights=None)
-        state = {key: value.half() if value.is_floating_point() else value
-                 for key, value in model.state_dict().items()}
+        state = {
+            key: value.half() if value.is_floating_point() else value
+            for key, value in model.state_dict().items()
+        }
         torch.save(state, checkpoints / cache_file_name(name))
         del model, state
     previous = os.environ.get("TORCH_HOME")
@@ -82,13 +84,17 @@ def test_explorer_offers_and_switches_to_each_tutorial_model(stand_in_torch_home
         assert torch.isfinite(shown).all() and float(shown.max()) > float(shown.min()), title
         assert explorer.png[:8] == b"\x89PNG\r\n\x1a\n"
         # The caption says the layer shown; the slider runs from the stem to the head.
-        assert len(explorer.layers) >= 5 and explorer.layer in {info.name for info in explorer.layers}
-    print("explorer switch seconds (random stand-in weights):",
-          {title: round(value, 2) for title, value in seconds.items()})
+        assert len(explorer.layers) >= 5 and explorer.layer in {
+            info.name for info in explorer.layers
+        }
+    print(
+        "explorer switch seconds (random stand-in weights):",
+        {title: round(value, 2) for title, value in seconds.items()},
+    )
 
 
 def test_lesson_00_runs_through_the_five_models(stand_in_torch_home: Path) -> None:
-    """Lesson 00 with the five models "downloaded": every cell runs; only content claims may fail."""
+    """Lesson 00 with the five models "downloaded": all cells run, only content claims fail."""
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     notebook = nbformat.read(NOTEBOOKS / "00_tutorial.ipynb", as_version=4)
@@ -114,7 +120,8 @@ def test_lesson_00_runs_through_the_five_models(stand_in_torch_home: Path) -> No
             elif "text/plain" in output.get("data", {}):
                 text.append(output["data"]["text/plain"])
     not_content = [
-        error for error in errors
+        error
+        for error in errors
         if error[1] != "AssertionError" or "content claim" not in error[2].lower()
     ]
     assert not_content == [], not_content
