@@ -497,8 +497,8 @@ def explain(
 ) -> None:
     """Explain images; write one labelled PNG each.
 
-    For every IMAGE, writes <stem>-camkit.png into --out (the picture, then a heatmap and an
-    overlay per method, one row per layer and class) and prints the top-5 predictions. An
+    For every IMAGE, writes <stem>-camkit.png into --out (one row per layer, class and method:
+    the picture, the method's heatmap, its overlay) and prints the top-5 predictions. An
     existing output is kept unless --overwrite is given; an input is never written over. An
     image that fails is reported and the others are still explained; the command then lists
     the failures and exits with code 2.

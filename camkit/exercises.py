@@ -1293,14 +1293,17 @@ def check_squared_map_prediction(
     heat = maps.detach()
     squared = heat**2
     # Small batches: faster on a CPU, same numbers.
-    auc = [float(deletion(model, images, m, targets, batch_size=4).mean_auc) for m in (heat, squared)]
+    auc = [
+        float(deletion(model, images, m, targets, batch_size=4).mean_auc) for m in (heat, squared)
+    ]
     drop = [float(average_drop(model, images, m, targets).average_drop) for m in (heat, squared)]
     actual = {
         "deletion AUC": _direction(auc[0], auc[1], 0.005),
         "Average Drop": _direction(drop[0], drop[1], 1.0),
     }
     measured = (
-        f"deletion AUC {auc[0]:.3f} -> {auc[1]:.3f}, Average Drop {drop[0]:.1f} % -> {drop[1]:.1f} %"
+        f"deletion AUC {auc[0]:.3f} -> {auc[1]:.3f}, "
+        f"Average Drop {drop[0]:.1f} % -> {drop[1]:.1f} %"
     )
     if all(answer[key] == actual[key] for key in keys):
         return _right(f"squared maps: {measured}")

@@ -1,4 +1,8 @@
-"""Figures of explanations: one labelled row per (picture, layer, class), and model grids.
+"""Figures of explanations: one labelled row per (picture, layer, class, method), and model grids.
+
+Every figure has three columns, the picture, the method's heatmap and its overlay, so it is
+7.8 in (936 px at 120 dpi) wide however many methods there are: a notebook column shows it at
+full size and its 10 pt titles stay readable on a projector. Methods are stacked, not lined up.
 
 Titles name the model, the layer, the method, the class explained and the model's probability
 for it. The drawing pieces (colour maps, overlays, panels) are :mod:`camkit.overlay`'s. A map
@@ -20,7 +24,14 @@ from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
 
 from camkit._errors import ArgumentTypeError, InputError
-from camkit.overlay import _check_alpha, add_colorbar, draw_row, get_colormap, new_figure
+from camkit.overlay import (
+    _check_alpha,
+    add_colorbar,
+    draw_row,
+    fit_rows,
+    get_colormap,
+    new_figure,
+)
 
 __all__ = [
     "ExplanationLike",
@@ -161,10 +172,12 @@ def explanation_figure(
     colormap: str | Colormap = "jet",
     alpha: float = 0.5,
 ) -> Figure:
-    """Draw an explanation: one row per (picture, layer, explained class).
+    """Draw an explanation: one row per (picture, layer, explained class, method).
 
-    Columns: the picture, then one heatmap per method, then one overlay per method. Titles name
-    the model, the layer, the method, the class explained and the model's probability for it.
+    Columns: the picture, the method's heatmap, the method's overlay; the rows of one picture,
+    layer and class follow each other, one per method. Titles name the model, the layer, the
+    method, the class explained and the model's probability for it. The figure is 7.8 in wide
+    whatever the number of methods, so a notebook shows it at full size.
 
     Args:
         exp: The explanation to draw.
@@ -184,27 +197,42 @@ def explanation_figure(
     batch = _batch_size(exp)
     indices = range(batch) if index is None else [_check_index(index, batch)]
     classes = _classes_per_image(exp)
-    rows = [(i, layer, rank) for i in indices for layer in exp.layers for rank in range(classes)]
-    figure, axes = new_figure(len(rows), 1 + 2 * len(exp.methods))
+    rows = [
+        (i, layer, rank, method)
+        for i in indices
+        for layer in exp.layers
+        for rank in range(classes)
+        for method in exp.methods
+        if _map_of(exp, layer, method, i, rank) is not None
+    ]
+    figure, axes = new_figure(max(len(rows), 1))
     model = _model_text(exp)
     names = getattr(exp, "names", None)
-    for row, (i, layer, rank) in enumerate(rows):
+    lines, warned = 1, False
+    for row, (i, layer, rank, method) in enumerate(rows):
         picture = names[i] if names else f"image {i}"
         # A single picture's default name ("image 0") says nothing, so it is left out.
         heading = f"{model} · {picture}" if batch > 1 or picture != f"image {i}" else model
-        draw_row(
-            axes[row],
-            exp.images[i],
-            {method: _map_of(exp, layer, method, i, rank) for method in exp.methods},
-            heading=heading,
-            layer=_layer_text(exp, layer),
-            class_text=_class_text(exp, i, rank),
-            colormap=cmap,
-            alpha=weight,
-            guided={method: _guided_of(exp, layer, method, i, rank) for method in exp.methods},
-            warnings={method: map_warning(exp, layer, method, i, rank) for method in exp.methods},
+        warning = map_warning(exp, layer, method, i, rank)
+        warned = warned or warning is not None
+        lines = max(
+            lines,
+            draw_row(
+                axes[row],
+                exp.images[i],
+                method,
+                cast("torch.Tensor", _map_of(exp, layer, method, i, rank)),
+                heading=heading,
+                layer=_layer_text(exp, layer),
+                class_text=_class_text(exp, i, rank),
+                colormap=cmap,
+                alpha=weight,
+                gradient=_guided_of(exp, layer, method, i, rank),
+                warning=warning,
+            ),
         )
-    add_colorbar(figure, axes, cmap)
+    fit_rows(figure, max(len(rows), 1), lines, colorbar_lines=2 if warned else 1)
+    add_colorbar(figure, axes, cmap, warned=warned)
     return figure
 
 
@@ -217,10 +245,10 @@ def grid(
 ) -> Figure:
     """Compare explanations side by side, e.g. one per model, in one labelled figure.
 
-    One row per (explanation, layer); columns: the picture, one heatmap per method, one overlay
-    per method (methods missing from an explanation leave blank panels). The first explained
-    class of picture ``index`` is drawn. Titles name the model, the layer, the method, the class
-    and its probability.
+    One row per (explanation, layer, method); columns: the picture, the method's heatmap, its
+    overlay (a method missing from an explanation has no row for it). The first explained class
+    of picture ``index`` is drawn. Titles name the model, the layer, the method, the class and
+    its probability.
 
     Args:
         explanations: One explanation or a list of them.
@@ -260,21 +288,35 @@ def grid(
     methods: list[str] = []
     for exp in items:
         methods.extend(m for m in exp.methods if m not in methods)
-    rows = [(n, layer) for n, exp in enumerate(items) for layer in exp.layers]
-    figure, axes = new_figure(len(rows), 1 + 2 * len(methods))
-    for row, (n, layer) in enumerate(rows):
+    rows = [
+        (n, layer, method)
+        for n, exp in enumerate(items)
+        for layer in exp.layers
+        for method in methods
+        if _map_of(exp, layer, method, indices[n], 0) is not None
+    ]
+    figure, axes = new_figure(max(len(rows), 1))
+    lines, warned = 1, False
+    for row, (n, layer, method) in enumerate(rows):
         exp, i = items[n], indices[n]
-        draw_row(
-            axes[row],
-            exp.images[i],
-            {method: _map_of(exp, layer, method, i, 0) for method in methods},
-            heading=_model_text(exp, labels[n]),
-            layer=_layer_text(exp, layer),
-            class_text=_class_text(exp, i, 0),
-            colormap=cmap,
-            alpha=weight,
-            guided={method: _guided_of(exp, layer, method, i, 0) for method in methods},
-            warnings={method: map_warning(exp, layer, method, i, 0) for method in methods},
+        warning = map_warning(exp, layer, method, i, 0)
+        warned = warned or warning is not None
+        lines = max(
+            lines,
+            draw_row(
+                axes[row],
+                exp.images[i],
+                method,
+                cast("torch.Tensor", _map_of(exp, layer, method, i, 0)),
+                heading=_model_text(exp, labels[n]),
+                layer=_layer_text(exp, layer),
+                class_text=_class_text(exp, i, 0),
+                colormap=cmap,
+                alpha=weight,
+                gradient=_guided_of(exp, layer, method, i, 0),
+                warning=warning,
+            ),
         )
-    add_colorbar(figure, axes, cmap)
+    fit_rows(figure, max(len(rows), 1), lines, colorbar_lines=2 if warned else 1)
+    add_colorbar(figure, axes, cmap, warned=warned)
     return figure

@@ -13,9 +13,10 @@ import difflib
 import io
 import numbers
 import os
-import textwrap
+import re
 from collections.abc import Sequence
 from contextlib import suppress
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Colormap, Normalize
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
+from matplotlib.textpath import TextToPath
 from PIL import Image
 
 from camkit._errors import ArgumentTypeError, InputError
@@ -42,23 +45,31 @@ __all__ = [
     "draw_warning",
     "figure_to_jpeg_bytes",
     "figure_to_png_bytes",
+    "fit_rows",
     "get_colormap",
     "guided_image",
     "heatmap_image",
     "new_figure",
     "overlay",
+    "text_points",
 ]
 
-#: Inches per panel: large enough to read a 224x224 picture and a three-line title.
-PANEL_INCHES = 2.4
-#: Title font size, in points, of every panel: 10 pt stays above 9 pt on a projector or in a
-#: notebook that shrinks a wide figure to its column (by up to 10 %).
+#: Inches per panel. Every figure has three columns (picture | heatmap | overlay), so it is
+#: 3 x 2.6 = 7.8 in wide: 936 px at 120 dpi, which a notebook column (JupyterLab about 1000 px,
+#: GitHub about 900 px) shows at (almost) full size, so 10 pt titles stay at least 9 pt on screen.
+PANEL_INCHES = 2.6
+#: Columns of every figure: the picture, one method's heatmap, the same method's overlay.
+COLUMNS = 3
+#: Title font size, in points, of every panel.
 TITLE_FONTSIZE = 10
-#: Characters per title line that fit a panel at that font size.
-TITLE_WIDTH = 28
-#: Characters per line, and lines at most, of a warning written over a panel.
-WARNING_WIDTH = 30
+#: Widest title line, in points: a little less than a panel, so neighbouring titles never touch.
+TITLE_POINTS = 0.92 * PANEL_INCHES * 72
+#: Widest line, in points, and lines at most, of a warning written over a panel (on a box).
+WARNING_POINTS = 0.85 * PANEL_INCHES * 72
 WARNING_LINES = 10
+#: Height, in inches, of the horizontal colour bar under the panels with its ticks and a
+#: one-line label; each further label line adds :data:`TITLE_FONTSIZE` x 1.2 points.
+COLORBAR_INCHES = 0.75
 #: Resolution of the PNGs written by :func:`figure_to_png_bytes`.
 DEFAULT_DPI = 120
 #: Resolution of figures shown in a notebook: 120 dpi is sharp on a projector.
@@ -324,71 +335,93 @@ class NotebookFigure(Figure):
         return figure_to_jpeg_bytes(self, dpi=NOTEBOOK_DPI, clear=False)
 
 
-def new_figure(rows: int, columns: int) -> tuple[Figure, np.ndarray]:
-    """Return an Agg figure with a (rows, columns) array of axes, sized for readable panels."""
-    figure = NotebookFigure(
-        figsize=(columns * PANEL_INCHES, rows * (PANEL_INCHES + 0.6)), layout="constrained"
-    )
+def new_figure(rows: int, title_lines: int = 4) -> tuple[Figure, np.ndarray]:
+    """Return an Agg figure with a (rows, 3) array of axes: picture | heatmap | overlay.
+
+    The width is fixed (:data:`COLUMNS` x :data:`PANEL_INCHES`, under 1000 px at 120 dpi) and
+    each row is as tall as a panel plus ``title_lines`` lines of title; :func:`fit_rows` adjusts
+    the height once the titles are known. One method per row, not one row per picture with every
+    method side by side: a long row is shrunk by the notebook to its column width, text and all.
+    """
+    figure = NotebookFigure(figsize=(COLUMNS * PANEL_INCHES, 1.0), layout="constrained")
     FigureCanvasAgg(figure)
-    axes = figure.subplots(rows, columns, squeeze=False)
+    axes = figure.subplots(rows, COLUMNS, squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
+    fit_rows(figure, rows, title_lines)
     return figure, axes
+
+
+def fit_rows(figure: Figure, rows: int, title_lines: int, colorbar_lines: int = 1) -> None:
+    """Set the figure's height to fit ``rows`` rows of panels and the colour bar.
+
+    Each row has room for a panel and ``title_lines`` lines of title, the colour bar for
+    ``colorbar_lines`` lines of label, so the panels keep their full width instead of
+    shrinking to fit the titles.
+    """
+    # A square picture is a little narrower than its panel (the layout's pads); title lines
+    # are 1.2 x the font size apart, plus the title's pad and a gap between rows.
+    picture_inches = PANEL_INCHES - 0.08
+    title_inches = (title_lines * 1.2 * TITLE_FONTSIZE + 12) / 72
+    colorbar_inches = COLORBAR_INCHES + (colorbar_lines - 1) * 1.2 * TITLE_FONTSIZE / 72
+    figure.set_figheight(rows * (picture_inches + title_inches) + colorbar_inches)
+
+
+def _title(*lines: str) -> str:
+    return "\n".join(line for line in lines if line)
 
 
 def draw_row(
     axes: Sequence[Axes],
     picture: torch.Tensor,
-    maps: dict[str, torch.Tensor | None],
+    method: str,
+    heatmap: torch.Tensor,
     *,
     heading: str,
     layer: str,
     class_text: str,
     colormap: Colormap,
     alpha: float,
-    guided: dict[str, torch.Tensor | None] | None = None,
-    warnings: dict[str, str | None] | None = None,
-) -> None:
-    """Draw one row: original | heatmap per method | overlay per method.
+    gradient: torch.Tensor | None = None,
+    warning: str | None = None,
+) -> int:
+    """Draw one method's row: the picture | its heatmap | its overlay, each panel titled.
 
-    ``maps`` is ordered by method; a method without a map leaves its two panels blank. A guided
-    method's heatmap panel shows its gradient image (:func:`guided_image`) instead. A method
-    with a warning in ``warnings`` is drawn flat (all zeros: the colour map's low end) with the
-    warning's text on its heatmap panel, never in full-scale colour.
+    The picture's title names the model (``heading``), the layer and the class with its
+    probability; the two map panels name the method, the layer and the class. A guided method's
+    heatmap panel shows its gradient image (:func:`guided_image`) instead. A map with a
+    ``warning`` is drawn flat (all zeros: the colour map's low end) with the warning's text on
+    its heatmap panel, never in full-scale colour.
+
+    Returns:
+        The number of lines of the tallest title, for :func:`fit_rows`.
     """
     image = _image_to_array(picture)
     size = image.shape[:2]
-    layer = _wrap(layer)
-    class_text = _wrap(class_text)
+    layer_lines = _wrap(layer, max_lines=3)
+    class_lines = _wrap(class_text)
+    heat_axes, overlay_axes = axes[1], axes[2]
     axes[0].imshow(_to_uint8(image))
-    axes[0].set_title(f"{_wrap(heading)}\n{layer}\n{class_text}", fontsize=TITLE_FONTSIZE)
-    count = len(maps)
-    for column, (method, heatmap) in enumerate(maps.items(), start=1):
-        if heatmap is None:
-            continue
-        heat_axes, overlay_axes = axes[column], axes[column + count]
-        gradient = guided.get(method) if guided else None
-        warning = warnings.get(method) if warnings else None
-        if warning is not None:
-            flat = np.zeros(size)
-            heat_axes.imshow(heatmap_image(flat, colormap))
-            draw_warning(heat_axes, warning)
-            heat_axes.set_title(
-                f"{method}: MapWarning\n{layer}\n{class_text}", fontsize=TITLE_FONTSIZE
-            )
-            overlay_axes.imshow(overlay(image, flat, colormap, alpha))
-            overlay_axes.set_title(
-                f"{method} overlay (flat)\n{layer}\n{class_text}", fontsize=TITLE_FONTSIZE
-            )
-            continue
+    titles = [_title(_wrap(heading), layer_lines, class_lines)]
+    if warning is not None:
+        flat = np.zeros(size)
+        heat_axes.imshow(heatmap_image(flat, colormap))
+        draw_warning(heat_axes, warning)
+        titles.append(_title(_wrap(f"{method}: MapWarning"), layer_lines, class_lines))
+        overlay_axes.imshow(overlay(image, flat, colormap, alpha))
+        titles.append(_title(_wrap(f"{method} overlay (flat)"), layer_lines, class_lines))
+    else:
         if gradient is not None:
             heat_axes.imshow(guided_image(gradient))
-            heat_axes.set_title(f"{method} image\n{layer}\n{class_text}", fontsize=TITLE_FONTSIZE)
+            titles.append(_title(_wrap(f"{method} image"), layer_lines, class_lines))
         else:
             heat_axes.imshow(heatmap_image(_heatmap_to_array(heatmap, size=size), colormap))
-            heat_axes.set_title(f"{method} heatmap\n{layer}\n{class_text}", fontsize=TITLE_FONTSIZE)
+            titles.append(_title(_wrap(f"{method} heatmap"), layer_lines, class_lines))
         overlay_axes.imshow(overlay(image, heatmap, colormap, alpha))
-        overlay_axes.set_title(f"{method} overlay\n{layer}\n{class_text}", fontsize=TITLE_FONTSIZE)
+        titles.append(_title(_wrap(f"{method} overlay"), layer_lines, class_lines))
+    for ax, title in zip(axes, titles, strict=True):
+        ax.set_title(title, fontsize=TITLE_FONTSIZE)
+    return max(title.count("\n") + 1 for title in titles)
 
 
 def draw_warning(axes: Axes, message: str) -> None:
@@ -398,9 +431,7 @@ def draw_warning(axes: Axes, message: str) -> None:
     follows the first ": " is written (wrapped to the panel, at most :data:`WARNING_LINES` lines).
     """
     reason = message.split(": ", 1)[-1]
-    text = "\n".join(
-        textwrap.wrap(reason, WARNING_WIDTH, max_lines=WARNING_LINES, placeholder=" ...")
-    )
+    text = _wrap(reason, max_lines=WARNING_LINES, points=WARNING_POINTS)
     written = axes.text(
         0.5,
         0.5,
@@ -408,31 +439,88 @@ def draw_warning(axes: Axes, message: str) -> None:
         transform=axes.transAxes,
         ha="center",
         va="center",
-        fontsize=TITLE_FONTSIZE - 1,
+        fontsize=TITLE_FONTSIZE,
         bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "none", "pad": 2},
     )
     written.set_in_layout(False)  # inside the panel: the layout must not shrink it to fit
 
 
-def _wrap(text: str) -> str:
-    """Break a title line that would run into the next panel (at most two lines, then "...")."""
-    return "\n".join(textwrap.wrap(text, TITLE_WIDTH, max_lines=2, placeholder="...")) or text
+@lru_cache(maxsize=4096)
+def text_points(text: str, fontsize: float = TITLE_FONTSIZE) -> float:
+    """Width of one line of ``text`` in points, in matplotlib's default font at ``fontsize``."""
+    width, _, _ = _TEXT_TO_PATH.get_text_width_height_descent(
+        text, FontProperties(size=fontsize), ismath=False
+    )
+    return float(width)
 
 
-def add_colorbar(figure: Figure, axes: np.ndarray, colormap: Colormap) -> None:
-    """A numeric colour bar beside the panels: each map is min-max scaled on its own.
+_TEXT_TO_PATH = TextToPath()
+#: A piece of a title that may end a line: up to and including a run of dots or underscores
+#: (the joints of a layer name such as ``encoder.layers.encoder_layer_1.ln_1``) or spaces.
+_PIECE = re.compile(r".*?(?:[._]+|\s+|$)")
+
+
+def _wrap(text: str, max_lines: int = 2, points: float = TITLE_POINTS) -> str:
+    """Break a title line so it fits a panel: at spaces, dots and underscores, never mid-word.
+
+    Lines are measured in points (:func:`text_points`), not counted in characters, so a title
+    never runs into its neighbour's. A piece wider than a panel on its own is cut where it
+    fills the line; past ``max_lines`` lines the last one ends with "...".
+    """
+    lines: list[str] = []
+    line = ""
+    for piece in (p for p in _PIECE.findall(text) if p):
+        if not line or text_points((line + piece).rstrip()) <= points:
+            line += piece
+        else:
+            lines.append(line.rstrip())
+            line = piece.lstrip()
+        while text_points(line.rstrip()) > points:  # one piece wider than the panel: cut it
+            cut = len(line) - 1
+            while cut > 1 and text_points(line[:cut]) > points:
+                cut -= 1
+            lines.append(line[:cut])
+            line = line[cut:]
+    if line.strip():
+        lines.append(line.rstrip())
+    if len(lines) > max_lines:
+        last = lines[max_lines - 1]
+        while last and text_points(last + "...") > points:
+            last = last[:-1]
+        lines = [*lines[: max_lines - 1], last.rstrip() + "..."]
+    return "\n".join(lines) or text
+
+
+def add_colorbar(
+    figure: Figure, axes: np.ndarray, colormap: Colormap, warned: bool = False
+) -> None:
+    """A numeric colour bar under the panels: each map is min-max scaled on its own.
 
     0 is each map's own minimum and 1 its own maximum, not "no evidence" and "strong evidence":
-    two maps' colours compare places within each map, never magnitudes between maps.
+    two maps' colours compare places within each map, never magnitudes between maps. With
+    ``warned`` (some map was drawn flat because of a :class:`camkit.MapWarning`), the label also
+    says that those flat panels carry a warning instead of a scaled map.
     """
     mappable = ScalarMappable(norm=Normalize(0, 1), cmap=colormap)
-    bar = figure.colorbar(mappable, ax=list(axes.flat), shrink=0.8, aspect=30, pad=0.01)
+    bar = figure.colorbar(
+        mappable,
+        ax=list(axes.flat),
+        location="bottom",
+        shrink=0.8,
+        aspect=40,
+        pad=0.01,
+    )
     bar.set_ticks(
         [0, 0.25, 0.5, 0.75, 1],
-        labels=["0: its\nminimum", "0.25", "0.5", "0.75", "1: its\nmaximum"],
+        labels=["0: its minimum", "0.25", "0.5", "0.75", "1: its maximum"],
     )
-    bar.set_label("each map min-max scaled on its own", fontsize=TITLE_FONTSIZE - 1)
-    bar.ax.tick_params(labelsize=TITLE_FONTSIZE - 1)
+    label = "colour: each map min-max scaled on its own"
+    if warned:
+        label += (
+            "\npanels marked MapWarning hold no scaled map: drawn flat, the reason written on them"
+        )
+    bar.set_label(label, fontsize=TITLE_FONTSIZE)
+    bar.ax.tick_params(labelsize=TITLE_FONTSIZE)
 
 
 def figure_to_png_bytes(figure: Figure, dpi: int = DEFAULT_DPI) -> bytes:

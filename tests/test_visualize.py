@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 from types import SimpleNamespace
 
 import matplotlib
@@ -14,11 +15,15 @@ from PIL import Image
 
 from camkit.figures import explanation_figure, grid
 from camkit.overlay import (
+    COLUMNS,
     NOTEBOOK_DPI,
     PANEL_INCHES,
+    TITLE_POINTS,
+    _wrap,
     figure_to_png_bytes,
     heatmap_image,
     overlay,
+    text_points,
 )
 
 JET = matplotlib.colormaps["jet"]
@@ -184,25 +189,30 @@ def test_wrong_shapes_are_rejected(picture: np.ndarray) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def test_explanation_figure_has_one_row_per_image_layer_and_class() -> None:
+def test_explanation_figure_has_one_row_per_image_layer_class_and_method() -> None:
     exp = fake_explanation(batch=2)
     figure = explanation_figure(exp)
-    columns = 1 + 2 * 2
     assert isinstance(figure, Figure)
-    assert len(panels(figure)) == 2 * 2 * columns
+    # 2 pictures x 2 layers x 2 methods rows of picture | heatmap | overlay.
+    assert len(panels(figure)) == 2 * 2 * 2 * COLUMNS
     assert all(not ax.axison for ax in panels(figure))
-    first = row_titles(figure, 0, columns)
-    expected = ("tinynet", "features.6", "gradcam", "gradcam++", "heatmap", "overlay", "animal0")
-    for text in (*expected, "50.0%"):
+    first = row_titles(figure, 0, COLUMNS)
+    expected = ("tinynet", "features.6", "gradcam heatmap", "gradcam overlay", "animal0", "50.0%")
+    for text in expected:
         assert text in first
-    assert "features.3" in row_titles(figure, 1, columns)
-    last = row_titles(figure, 3, columns)
+    assert "gradcam++" not in first
+    second = row_titles(figure, 1, COLUMNS)
+    assert "gradcam++ heatmap" in second and "gradcam++ overlay" in second
+    assert "features.6" in second and "animal0" in second
+    assert "features.3" in row_titles(figure, 2, COLUMNS)
+    last = row_titles(figure, 7, COLUMNS)
     assert "animal1" in last and "features.3" in last and "image 1" in last
+    assert "gradcam++" in last
 
 
 def test_explanation_figure_index_picks_one_image() -> None:
     figure = explanation_figure(fake_explanation(batch=3), index=2)
-    assert len(panels(figure)) == 2 * 5
+    assert len(panels(figure)) == 2 * 2 * COLUMNS
     assert "animal2" in "".join(titles(figure))
     with pytest.raises(ValueError, match="out of range"):
         explanation_figure(fake_explanation(batch=3), index=3)
@@ -211,7 +221,7 @@ def test_explanation_figure_index_picks_one_image() -> None:
 def test_explanation_figure_draws_each_of_top_k_classes() -> None:
     exp = fake_explanation(batch=1, layers=("layer4",), methods=("gradcam",), classes=3)
     figure = explanation_figure(exp)
-    assert len(panels(figure)) == 3 * 3
+    assert len(panels(figure)) == 3 * COLUMNS
     joined = "\n".join(titles(figure))
     for name in ("animal0", "animal1", "animal2"):
         assert name in joined
@@ -232,31 +242,31 @@ def test_explanation_figure_checks_drawing_arguments() -> None:
         explanation_figure(fake_explanation(), alpha=2)
 
 
-def test_grid_rows_per_explanation_and_layer_columns_per_method() -> None:
+def test_grid_rows_per_explanation_layer_and_method() -> None:
     models = [fake_explanation(model_name=f"net{n}") for n in range(5)]
     figure = grid(models)
-    columns = 1 + 2 * 2
-    assert len(panels(figure)) == 5 * 2 * columns
+    assert len(panels(figure)) == 5 * 2 * 2 * COLUMNS
     for n in range(5):
         for j, layer in enumerate(("features.6", "features.3")):
-            row = row_titles(figure, 2 * n + j, columns)
-            assert f"net{n}" in row and layer in row and "gradcam++ overlay" in row
-            assert "animal0" in row and "50.0%" in row
+            for k, method in enumerate(("gradcam", "gradcam++")):
+                row = row_titles(figure, 4 * n + 2 * j + k, COLUMNS)
+                assert f"net{n}" in row and layer in row and f"{method} overlay" in row
+                assert "animal0" in row and "50.0%" in row
     width, height = figure.get_size_inches()
-    assert width == pytest.approx(columns * PANEL_INCHES)
-    assert height / 10 >= PANEL_INCHES
+    assert width == pytest.approx(COLUMNS * PANEL_INCHES)
+    assert height / 20 >= PANEL_INCHES
 
 
 def test_grid_names_index_and_missing_methods() -> None:
     a = fake_explanation(layers=("layer4",), methods=("gradcam",))
     b = fake_explanation(layers=("features.8",), methods=("gradcam++",))
     figure = grid([a, b], names=["resnet", "effnet"], index=1)
-    assert len(panels(figure)) == 2 * 5
-    assert titles(figure)[0].startswith("resnet") and titles(figure)[5].startswith("effnet")
+    # A method an explanation lacks has no row: one row each, no blank panels.
+    assert len(panels(figure)) == 2 * COLUMNS
+    assert titles(figure)[0].startswith("resnet") and titles(figure)[3].startswith("effnet")
     assert "animal1" in titles(figure)[0]
-    # b has no gradcam map: its gradcam panels are blank, its gradcam++ panels are drawn.
-    assert titles(figure)[6] == "" and titles(figure)[8] == ""
-    assert "gradcam++" in titles(figure)[7]
+    assert "gradcam heatmap" in titles(figure)[1] and "gradcam++ heatmap" in titles(figure)[4]
+    assert all(titles(figure))
     single = grid(a)
     assert len(panels(single)) == 3
 
@@ -277,7 +287,9 @@ def test_figure_to_png_bytes_renders_and_frees_the_figure() -> None:
     assert data.startswith(b"\x89PNG")
     assert not figure.axes
     with Image.open(io.BytesIO(data)) as image:
-        assert image.size == (round(width * 50), round(height * 50))
+        # Within a pixel: the height is not a whole number of pixels, and Agg truncates.
+        assert image.size[0] == pytest.approx(width * 50, abs=1)
+        assert image.size[1] == pytest.approx(height * 50, abs=1)
         pixels = np.asarray(image.convert("RGB"))
     assert pixels.std() > 10  # pictures were drawn, not a blank canvas
 
@@ -310,30 +322,77 @@ def test_figure_of_a_real_explanation() -> None:
         model, torch.randn(2, 3, 16, 16), methods=("gradcam", "gradcam++"), layers=("2", "0")
     )
     figure = explanation_figure(exp, index=1)
-    assert len(panels(figure)) == 2 * 5
+    assert len(panels(figure)) == 2 * 2 * COLUMNS
     assert "gradcam++" in "".join(titles(figure))
     assert figure_to_png_bytes(figure).startswith(b"\x89PNG")
     overview = grid([exp, exp], names=["first", "second"])
-    assert len(panels(overview)) == 4 * 5
+    assert len(panels(overview)) == 2 * 2 * 2 * COLUMNS
+
+
+def colour_bar(figure: Figure):
+    bars = [ax for ax in figure.axes if ax.get_label() == "<colorbar>"]
+    assert len(bars) == 1
+    return bars[0]
 
 
 def test_figures_have_a_numeric_colour_bar_saying_each_map_is_scaled_on_its_own() -> None:
-    figure = explanation_figure(fake_explanation(batch=1))
-    bars = [ax for ax in figure.axes if ax.get_label() == "<colorbar>"]
-    assert len(bars) == 1
-    labels = [tick.get_text() for tick in bars[0].get_yticklabels()]
+    bar = colour_bar(explanation_figure(fake_explanation(batch=1)))
+    labels = [tick.get_text() for tick in bar.get_xticklabels()]
     # After min-max scaling 0 is the map's own minimum, not "no evidence" (issue 20, item 8).
     assert labels[0].startswith("0: its") and "minimum" in labels[0]
     assert labels[-1].startswith("1: its") and "maximum" in labels[-1]
     assert "0.5" in labels and not any("evidence" in label for label in labels)
-    assert "min-max scaled on its own" in bars[0].get_ylabel()
+    assert "min-max scaled on its own" in bar.get_xlabel()
+    assert "MapWarning" not in bar.get_xlabel()  # no warned map, no word about them
 
 
-def test_figure_text_is_readable_on_a_projector() -> None:
-    figure = explanation_figure(fake_explanation(batch=1))
-    sizes = [t.get_fontsize() for ax in figure.axes for t in (ax.title, *ax.get_yticklabels())]
-    sizes = [size for size in sizes if size]
-    assert min(sizes) >= 9, sorted(set(sizes))
+def warned_explanation() -> SimpleNamespace:
+    exp = fake_explanation(batch=1, layers=("layer4",))
+    message = "layer 'layer4', class 0: gradcam's map is at rounding-noise level"
+    exp.flagged = {("layer4", "gradcam"): {0: message}}
+    return exp
+
+
+def test_the_colour_bar_says_when_a_panel_is_flat_because_of_a_warning() -> None:
+    # The bar's "each map min-max scaled" is untrue of a map drawn flat: the label says so.
+    exp = warned_explanation()
+    for figure in (explanation_figure(exp), grid([exp, fake_explanation(batch=1)])):
+        label = colour_bar(figure).get_xlabel()
+        assert "min-max scaled on its own" in label
+        assert "MapWarning" in label and "flat" in label and "no scaled map" in label
+        assert any("gradcam: MapWarning" in title for title in titles(figure))
+
+
+def rendered_texts(figure: Figure) -> list:
+    """Every title, tick label and axis label of a drawn figure, with its fontsize."""
+    texts = []
+    for ax in figure.axes:
+        texts += [ax.title, ax.xaxis.label, ax.yaxis.label, *ax.texts]
+        texts += [*ax.get_xticklabels(), *ax.get_yticklabels()]
+    return [t for t in texts if t.get_visible() and t.get_text()]
+
+
+def displayed_points(figure: Figure, fontsize: float, column_px: int = 1000) -> float:
+    """The size text of ``fontsize`` shows at in a notebook column ``column_px`` wide.
+
+    Jupyter shows a picture at its pixel width, shrunk to the column when wider.
+    """
+    width_px = figure.get_size_inches()[0] * NOTEBOOK_DPI
+    return fontsize * min(1.0, column_px / width_px)
+
+
+@pytest.mark.parametrize("methods", [1, 2, 4])
+def test_figure_text_is_readable_on_a_projector(methods: int) -> None:
+    names = ("gradcam", "gradcam++", "layercam", "xgradcam")[:methods]
+    exp = fake_explanation(batch=1, methods=names)
+    for figure in (explanation_figure(exp), grid([exp] * 5)):
+        sizes = {t.get_fontsize() for t in rendered_texts(figure)}
+        assert min(sizes) >= 9, sorted(sizes)
+        # The figure fits a notebook column (JupyterLab about 1000 px, GitHub about 900 px)
+        # whatever the number of methods, so nothing shrinks its 9 pt below 9 pt.
+        width_px = figure.get_size_inches()[0] * NOTEBOOK_DPI
+        assert width_px <= 940
+        assert displayed_points(figure, min(sizes), column_px=940) >= 9
     assert NOTEBOOK_DPI >= 120
     with Image.open(io.BytesIO(figure._repr_jpeg_())) as image:
         width, _ = image.size
@@ -355,7 +414,56 @@ def test_long_class_names_are_wrapped_not_clipped() -> None:
     exp = fake_explanation(batch=1, layers=("layer4",), methods=("gradcam",))
     exp.labels = [["American Staffordshire terrier and a very long suffix"]]
     for title in titles(explanation_figure(exp)):
-        assert max(len(line) for line in title.splitlines()) <= 30, title
+        assert max(text_points(line) for line in title.splitlines()) <= TITLE_POINTS, title
+    assert "American Staffordshire" in titles(explanation_figure(exp))[0]
+
+
+LONG_LAYERS = (
+    "encoder.layers.encoder_layer_11.ln_1",  # torchvision's ViT
+    "_blocks.15._depthwise_conv",  # EfficientNet-Lite
+    "model.backbone.stages_3.blocks_2.attention_projection_out",
+    "a_layer_name_with_no_dots_that_is_far_too_long_for_any_panel_to_hold",
+)
+
+
+@pytest.mark.parametrize("layer", LONG_LAYERS)
+def test_long_layer_names_break_at_dots_and_underscores(layer: str) -> None:
+    text = f"{layer} (LayerNorm, late)"
+    lines = _wrap(text, max_lines=4).splitlines()
+    assert len(lines) >= 2 and all(text_points(line) <= TITLE_POINTS for line in lines), lines
+    # Nothing is lost: the lines are the text, cut at its spaces or between characters.
+    assert "".join(lines).replace(" ", "") == text.replace(" ", "")
+    position = 0
+    for line in lines[:-1]:
+        position = text.index(line, position) + len(line)
+        before, after = text[position - 1], text[position]
+        assert before in "._" or after == " ", (line, lines)  # a joint of the name, or a space
+    assert _wrap(text, max_lines=1).endswith("...")
+
+
+@pytest.mark.parametrize("layer", LONG_LAYERS[:2])
+def test_titles_never_run_into_their_neighbours(layer: str) -> None:
+    exp = fake_explanation(batch=1, layers=(layer,), methods=("gradcam", "gradcam++"))
+    exp.maps = {key: value for key, value in exp.maps.items()}
+    exp.layer_types = {layer: "Conv2dStaticSamePadding, head"}
+    exp.flagged = {(layer, "gradcam++"): {0: "x: gradcam++'s map is at rounding-noise level"}}
+    figure = explanation_figure(exp)
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()  # type: ignore[attr-defined]
+    bounds = figure.bbox
+    for row in range(len(panels(figure)) // COLUMNS):
+        boxes = [
+            ax.title.get_window_extent(renderer)
+            for ax in panels(figure)[row * COLUMNS : (row + 1) * COLUMNS]
+        ]
+        for left, right in itertools.pairwise(boxes):
+            assert left.x1 < right.x0, (left, right)  # side by side, never overlapping
+        for box in boxes:  # inside the figure: nothing cut at an edge
+            assert bounds.x0 <= box.x0 and box.x1 <= bounds.x1
+            assert bounds.y0 <= box.y0 and box.y1 <= bounds.y1
+        picture_box = panels(figure)[row * COLUMNS].get_window_extent(renderer)
+        assert picture_box.width >= 0.9 * PANEL_INCHES * figure.dpi  # titles did not shrink it
+    assert layer.split(".")[-1] in "".join(titles(figure)).replace("\n", "")
 
 
 def test_random_weights_are_named_in_every_figure() -> None:
