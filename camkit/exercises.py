@@ -1531,14 +1531,14 @@ def check_reshape_prediction(tokens: torch.Tensor, answer: Any) -> Feedback:
             "(row, column) with its channels second; a plain reshape to (N, C, h, w) reads "
             "channels as positions"
         )
-    missing, extra = truth - letters, letters - truth
+    # Say what kind of mistake, not which letter: naming it would hand over the answer.
     said = []
-    if extra:
-        said.append(f"{', '.join(sorted(extra))} scrambles the grid")
-    if missing:
-        said.append(f"you left out a correct option ({len(missing)})")
+    if letters - truth:
+        said.append("an option you chose scrambles the grid")
+    if truth - letters:
+        said.append("an option you left out gives the grid too")
     return _wrong(
-        f"{'; '.join(said)}. Token 2's first channel is number {channels} in memory: where "
+        f"{' and '.join(said)}. Token 2's first channel is number {channels} in memory: where "
         "does each option put it?"
     )
 
