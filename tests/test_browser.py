@@ -87,11 +87,27 @@ def switch_to_lite2_and_time(page, server_pid: int, where: str) -> float:
     return switched
 
 
+def stable_layer_label(page, rest: float = 1.5, timeout: float = 60) -> str:
+    """The layer label once it has not changed for `rest` seconds."""
+    deadline = time.monotonic() + timeout
+    label, since = layer_label(page), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        now = layer_label(page)
+        if now != label:
+            label, since = now, time.monotonic()
+        elif time.monotonic() - since >= rest:
+            return label
+    raise AssertionError(f"the layer label kept changing for {timeout:.0f} s (last {label!r})")
+
+
 def move_layer_slider_and_check(page, folder: Path, name: str) -> None:
     """Press the slider's left arrow 6 times; the label and the picture must follow."""
     picture = page.locator(".widget-image").first
     wait_until(lambda: LABEL.match(layer_label(page)) is not None, 60, "the layer label")
-    before_label = layer_label(page)
+    # The label is redrawn by the widget's drawing thread: on a slow machine it can still show an
+    # earlier layer for a moment after the lesson's cells moved the slider. Wait until it rests.
+    before_label = stable_layer_label(page)
     picture.scroll_into_view_if_needed()
     before = picture.screenshot()
     page.screenshot(path=str(folder / f"{name}-before.png"))
@@ -101,7 +117,7 @@ def move_layer_slider_and_check(page, folder: Path, name: str) -> None:
         handle.press("ArrowLeft")
     wait_until(lambda: layer_label(page) != before_label, 30, "the layer label to change")
     wait_until(lambda: picture.screenshot() != before, 30, "the picture to change")
-    after_label = layer_label(page)
+    after_label = stable_layer_label(page)
     first, second = LABEL.match(before_label), LABEL.match(after_label)
     assert first and second, (before_label, after_label)
     assert int(second[1]) == int(first[1]) - 6, (before_label, after_label)
