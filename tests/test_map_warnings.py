@@ -24,6 +24,7 @@ from camkit import MapWarning
 from camkit._map_warnings import NOISE_RATIO, _channel_weights, term_sizes
 from camkit.cam import LayerTensors, get_method
 from camkit.figures import explanation_figure, grid, is_warned, map_warning
+from tests.conftest import ONE_PASS_METHODS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -303,16 +304,8 @@ def test_figures_draw_a_sound_map_in_colour() -> None:
 # No warning on sound maps; the threshold measured
 # --------------------------------------------------------------------------------------------
 
-ONE_PASS = [
-    "gradcam",
-    "gradcam++",
-    "xgradcam",
-    "hirescam",
-    "layercam",
-    "gradcam-elementwise",
-    "eigencam",
-    "eigengradcam",
-]
+#: The methods of explain's one shared pass (the registry's, as the other tests use them).
+ONE_PASS = ONE_PASS_METHODS
 
 
 def test_the_test_configuration_turns_map_warnings_into_errors() -> None:
